@@ -107,7 +107,7 @@ def _render_refusal(result: Result) -> Rendered:
 
 
 def _render_reserve(result: Result) -> Rendered:
-    if result[0] is not OK:
+    if result[0] != OK:
         return _render_refusal(result)
     return {
         "code": OK,
@@ -119,7 +119,7 @@ def _render_reserve(result: Result) -> Rendered:
 
 
 def _render_commit(result: Result) -> Rendered:
-    if result[0] is not OK:
+    if result[0] != OK:
         return _render_refusal(result)
     return {
         "code": OK,
@@ -131,13 +131,13 @@ def _render_commit(result: Result) -> Rendered:
 
 
 def _render_release(result: Result) -> Rendered:
-    if result[0] is not OK:
+    if result[0] != OK:
         return _render_refusal(result)
     return {"code": OK, "released_micros": result[1]}
 
 
 def _render_spend(result: Result) -> Rendered:
-    if result[0] is not OK:
+    if result[0] != OK:
         return _render_refusal(result)
     return {
         "code": OK,
@@ -148,13 +148,13 @@ def _render_spend(result: Result) -> Rendered:
 
 
 def _render_put(result: Result) -> Rendered:
-    if result[0] is not OK:
+    if result[0] != OK:
         return _render_refusal(result)
     return {"code": OK, "campaign_id": result[1], "version": result[2], "created": result[3]}
 
 
 def _render_pulse(result: Result) -> Rendered:
-    if result[0] is not OK:
+    if result[0] != OK:
         return _render_refusal(result)
     return {"code": OK, "now_ms": result[1]}
 
@@ -396,7 +396,7 @@ class Ledger:
                 used = today.spent_micros + today.held_micros
                 if daily - used < budget_room:
                     budget_room = daily - used
-                if node.pacing_mode is not ASAP:
+                if node.pacing_mode != ASAP:
                     allowed = allowance_micros(
                         node.pacing_mode,
                         daily,
@@ -1124,7 +1124,10 @@ class Ledger:
     # Snapshots
 
     def export_state(self) -> dict[str, Any]:
-        """The whole state as plain data (lists, str, int, bool, None), in a stable order."""
+        """The whole state as plain data (lists, tuples, str, int, bool, None), in a stable order.
+
+        Idempotency entries are exported as the tuples they are; everything else as lists.
+        """
         return {
             "format": STATE_FORMAT,
             "tzdata": TZDATA_VERSION,
@@ -1136,15 +1139,9 @@ class Ledger:
             "campaigns": [_export_campaign(c) for c in self._campaigns.values()],
             "reservations": [_export_reservation(r) for r in self._reservations.values()],
             "ended": list(self._ended),
-            "idempotency": [
-                [bucket_ms, [[key, *self._export_key(key)] for key in keys]]
-                for bucket_ms, keys in self._key_buckets
-            ],
+            "idempotency": [[bucket_ms, list(keys)] for bucket_ms, keys in self._key_buckets],
+            "idempotency_entries": list(self._keys.values()),
         }
-
-    def _export_key(self, key: str) -> tuple[list[Any], list[Any]]:
-        fingerprint, result = self._keys[key]
-        return _thaw(fingerprint), list(result)
 
     def digest(self) -> str:
         """SHA-256 of the state: equal on any two replicas that applied the same batches."""
@@ -1209,12 +1206,17 @@ class Ledger:
         for rid in ledger._ended:
             if ledger._reservations[rid].state == OPEN:
                 raise SnapshotError(f"reservation {rid} is listed as ended but is open")
-        for bucket_ms, rows in state["idempotency"]:
-            keys = []
-            for key, fingerprint, result in rows:
-                ledger._keys[key] = (_freeze(fingerprint), tuple(result))
-                keys.append(key)
-            ledger._key_buckets.append((int(bucket_ms), keys))
+        key_order: list[str] = []
+        for bucket_ms, keys in state["idempotency"]:
+            ledger._key_buckets.append((int(bucket_ms), list(keys)))
+            key_order.extend(keys)
+        entries = state["idempotency_entries"]
+        if len(entries) != len(key_order):
+            raise SnapshotError("idempotency keys and entries differ in number")
+        ledger._keys = {
+            key: (_freeze(fingerprint), tuple(result))
+            for key, (fingerprint, result) in zip(key_order, entries, strict=True)
+        }
         return ledger
 
 
@@ -1322,12 +1324,6 @@ def _bisect_right(ids: list[str], value: str) -> int:
 
 def _insort(ids: list[str], value: str) -> None:
     ids.insert(_bisect_right(ids, value), value)
-
-
-def _thaw(value: Any) -> Any:
-    if type(value) is tuple:
-        return [_thaw(item) for item in value]
-    return value
 
 
 def _freeze(value: Any) -> Any:

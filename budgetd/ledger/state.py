@@ -163,6 +163,6 @@ class Reservation:
 
     @property
     def held_micros(self) -> int:
-        if self.state != OPEN:
+        if self.state != OPEN or self.committed_micros >= self.granted_micros:
             return 0
-        return max(0, self.granted_micros - self.committed_micros)
+        return self.granted_micros - self.committed_micros

@@ -1,0 +1,313 @@
+#!/usr/bin/env python3
+"""Benchmark of the pure ledger on one core: op throughput, snapshot size and speed, memory.
+
+    .venv/bin/python scripts/bench_ledger.py            # the full run (about 2-3 minutes)
+    .venv/bin/python scripts/bench_ledger.py --quick    # tiny sizes, to check it still runs
+
+Three measurements, each repeated and reported as a median (the machine is shared and noisy):
+
+1. ops/s: a 70/25/5 reserve/commit/release mix over campaigns in 3-level trees (10,000 campaigns
+   by default), applied in batches as the proposer would (100 ops per batch), the clock moving
+   1 ms per batch. Op dicts are built before the clock starts, as a codec would hand them over.
+2. snapshot: 100,000 campaigns with 1,000,000 open reservations: encoded bytes, encode seconds,
+   decode seconds, and that the decoded ledger has the same digest.
+3. memory: resident bytes per open reservation, with its reserve's idempotency key and without
+   (keys pruned by a short retention).
+
+Prints a table and writes JSON to bench-results/ledger-<time>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import multiprocessing
+import os
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from budgetd import gctune
+from budgetd.codec import decode_snapshot, encode_snapshot
+from budgetd.ledger import Ledger, Limits
+
+START_MS = 1_780_000_000_000
+DAY_MICROS = 10**15
+
+
+def tree_ids(campaigns: int) -> tuple[list[str], list[str]]:
+    """Ids of ``campaigns`` campaigns in 3-level trees (roots, 9 children each, 10 grandchildren
+    each), parents first; and the leaves."""
+    per_root = 1 + 9 + 90
+    roots = max(1, campaigns // per_root)
+    ids: list[str] = []
+    leaves: list[str] = []
+    for r in range(roots):
+        root = f"adv{r}"
+        ids.append(root)
+        for c in range(9):
+            child = f"{root}:c{c}"
+            ids.append(child)
+            for g in range(10):
+                leaf = f"{child}:l{g}"
+                ids.append(leaf)
+                leaves.append(leaf)
+    return ids, leaves
+
+
+def build_tree(ledger: Ledger, campaigns: int, *, at_ms: int) -> list[str]:
+    ids, leaves = tree_ids(campaigns)
+    ops: list[dict[str, Any]] = []
+    for campaign_id in ids:
+        op: dict[str, Any] = {"op": "put_campaign", "campaign_id": campaign_id}
+        if ":" not in campaign_id:
+            op.update(currency="USD", timezone="America/New_York")
+            op.update(daily_budget_micros=DAY_MICROS, pacing={"mode": "even", "burst_ppm": 500_000})
+        else:
+            op["daily_budget_micros"] = DAY_MICROS // 10
+        ops.append(op)
+    for start in range(0, len(ops), 1000):
+        results = ledger.apply_batch(at_ms, ops[start : start + 1000])
+        assert all(r["code"] == "ok" for r in results), results[:3]
+    return leaves
+
+
+def mix_ops(leaves: list[str], count: int, *, seed: int) -> list[dict[str, Any]]:
+    """A 70/25/5 reserve/commit/release mix. Reservation ids are predicted: every reserve here is
+    granted, and the ledger numbers reservations 1, 2, 3, ... in order."""
+    rng = random.Random(seed)
+    ops: list[dict[str, Any]] = []
+    open_ids: list[int] = []
+    next_id = 1
+    for index in range(count):
+        roll = rng.random()
+        key = f"bidder-{index % 64}:{index}"
+        if roll < 0.70 or not open_ids:
+            ops.append(
+                {
+                    "op": "reserve",
+                    "idempotency_key": key,
+                    "campaign_id": rng.choice(leaves),
+                    "amount_micros": rng.randrange(1_000, 1_000_000),
+                    "ttl_ms": 30_000,
+                    "bidder_id": f"bidder-{index % 64}",
+                }
+            )
+            open_ids.append(next_id)
+            next_id += 1
+        elif roll < 0.95:
+            slot = rng.randrange(len(open_ids))
+            final = rng.random() < 0.4
+            rid = open_ids[slot]
+            if final:
+                open_ids[slot] = open_ids[-1]
+                open_ids.pop()
+            ops.append(
+                {
+                    "op": "commit",
+                    "idempotency_key": key,
+                    "reservation_id": rid,
+                    "amount_micros": rng.randrange(1, 1_000),
+                    "final": final,
+                }
+            )
+        else:
+            slot = rng.randrange(len(open_ids))
+            rid = open_ids[slot]
+            open_ids[slot] = open_ids[-1]
+            open_ids.pop()
+            ops.append({"op": "release", "idempotency_key": key, "reservation_id": rid})
+    return ops
+
+
+def bench_ops(
+    campaigns: int, ops_count: int, repeats: int, batch: int, *, node_gc: bool
+) -> dict[str, Any]:
+    """With ``node_gc`` the collector is set up as a running node sets it (budgetd.gctune);
+    without, CPython's defaults. Repeats alternate between the two only across calls."""
+    runs = []
+    for repeat in range(repeats):
+        ledger = Ledger()
+        leaves = build_tree(ledger, campaigns, at_ms=START_MS)
+        ops = mix_ops(leaves, ops_count, seed=repeat)
+        batches = [ops[i : i + batch] for i in range(0, len(ops), batch)]
+        gc.collect()
+        defaults = gc.get_threshold()
+        if node_gc:
+            gctune.tune_for_node()
+        refused = 0
+        started = time.perf_counter()
+        cpu_started = time.process_time()
+        now = START_MS
+        for chunk in batches:
+            now += 1
+            for result in ledger.apply_batch(now, chunk):
+                if result["code"] != "ok":
+                    refused += 1
+        cpu = time.process_time() - cpu_started
+        wall = time.perf_counter() - started
+        gc.unfreeze()
+        gc.set_threshold(*defaults)
+        ledger.check_invariants()
+        runs.append(
+            {"ops_per_s": ops_count / wall, "cpu_ops_per_s": ops_count / cpu, "refused": refused}
+        )
+    return {
+        "gc": "node (budgetd.gctune)" if node_gc else "CPython defaults",
+        "campaigns": campaigns,
+        "ops": ops_count,
+        "batch_ops": batch,
+        "repeats": repeats,
+        "ops_per_s_median": statistics.median(r["ops_per_s"] for r in runs),
+        "cpu_ops_per_s_median": statistics.median(r["cpu_ops_per_s"] for r in runs),
+        "refused_max": max(r["refused"] for r in runs),
+        "runs": runs,
+    }
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def fill_reservations(ledger: Ledger, leaves: list[str], count: int, *, step_ms: int) -> int:
+    now = ledger.now_ms
+    for start in range(0, count, 1000):
+        now += step_ms
+        ops = [
+            {
+                "op": "reserve",
+                "idempotency_key": f"fill-{i}",
+                "campaign_id": leaves[i % len(leaves)],
+                "amount_micros": 1_000 + i % 1_000,
+                "ttl_ms": 86_400_000,
+                "bidder_id": f"bidder-{i % 64}",
+            }
+            for i in range(start, min(start + 1000, count))
+        ]
+        ops.append({"op": "pulse"})
+        results = ledger.apply_batch(now, ops)
+        assert all(r["code"] == "ok" for r in results), results[0]
+    return now
+
+
+def _memory_child(campaigns: int, reservations: int, with_keys: bool) -> tuple[float, int]:
+    """Runs in a fresh interpreter: resident bytes added per open reservation."""
+    limits = Limits() if with_keys else Limits(idempotency_retention_ms=1)
+    ledger = Ledger(limits)
+    leaves = build_tree(ledger, campaigns, at_ms=START_MS)
+    gctune.tune_for_node()
+    before = rss_bytes()
+    fill_reservations(ledger, leaves, reservations, step_ms=1 if with_keys else 200)
+    gc.collect()
+    return (rss_bytes() - before) / reservations, ledger.stats()["idempotency_keys"]
+
+
+def bench_memory(campaigns: int, reservations: int) -> dict[str, Any]:
+    """Each measurement in a fresh process, so that no freed memory is reused."""
+    out: dict[str, Any] = {"campaigns": campaigns, "reservations": reservations}
+    with multiprocessing.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
+        for label, with_keys in (("with_key", True), ("without_key", False)):
+            per_reservation, keys = pool.apply(_memory_child, (campaigns, reservations, with_keys))
+            out[f"bytes_per_open_reservation_{label}"] = per_reservation
+            out[f"idempotency_keys_{label}"] = keys
+    return out
+
+
+def bench_snapshot(campaigns: int, reservations: int, repeats: int) -> dict[str, Any]:
+    ledger = Ledger()
+    leaves = build_tree(ledger, campaigns, at_ms=START_MS)
+    fill_reservations(ledger, leaves, reservations, step_ms=1)
+    digest = ledger.digest()
+    encode_s, decode_s = [], []
+    size = 0
+    for _ in range(repeats):
+        gc.collect()
+        started = time.perf_counter()
+        data = encode_snapshot(ledger)
+        encode_s.append(time.perf_counter() - started)
+        size = len(data)
+        gc.collect()
+        started = time.perf_counter()
+        restored = decode_snapshot(data)
+        decode_s.append(time.perf_counter() - started)
+        if restored.digest() != digest:
+            raise SystemExit("snapshot round trip changed the digest")
+        del restored, data
+    return {
+        "campaigns": len(ledger.campaign_ids("", limit=10**9)),
+        "open_reservations": ledger.stats()["open_reservations"],
+        "idempotency_keys": ledger.stats()["idempotency_keys"],
+        "snapshot_bytes": size,
+        "encode_s_median": statistics.median(encode_s),
+        "decode_s_median": statistics.median(decode_s),
+        "repeats": repeats,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: checks that it runs")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=Path("bench-results"))
+    args = parser.parse_args()
+    if args.quick:
+        sizes = {
+            "campaigns": 1_000,
+            "ops": 5_000,
+            "snap_campaigns": 1_000,
+            "snap_reservations": 5_000,
+        }
+        repeats = 1
+    else:
+        sizes = {
+            "campaigns": 10_000,
+            "ops": 300_000,
+            "snap_campaigns": 100_000,
+            "snap_reservations": 1_000_000,
+        }
+        repeats = args.repeats
+    report = {
+        "python": sys.version.split()[0],
+        "ops": bench_ops(sizes["campaigns"], sizes["ops"], repeats, batch=100, node_gc=True),
+        "ops_default_gc": bench_ops(
+            sizes["campaigns"], sizes["ops"], repeats, batch=100, node_gc=False
+        ),
+        "snapshot": bench_snapshot(
+            sizes["snap_campaigns"], sizes["snap_reservations"], min(repeats, 3)
+        ),
+        "memory": bench_memory(sizes["snap_campaigns"], sizes["snap_reservations"]),
+    }
+    snap, memory = report["snapshot"], report["memory"]
+    for ops in (report["ops"], report["ops_default_gc"]):
+        print(
+            f"ledger ops/s, {ops['gc']} (median of {ops['repeats']}, {ops['campaigns']} "
+            f"campaigns, 70/25/5 mix): {ops['ops_per_s_median']:,.0f} wall, "
+            f"{ops['cpu_ops_per_s_median']:,.0f} cpu "
+            f"(aim 150,000: {ops['ops_per_s_median'] / 150_000:.2f}x)"
+        )
+    print(
+        f"snapshot of {snap['campaigns']:,} campaigns + {snap['open_reservations']:,} open "
+        f"reservations: {snap['snapshot_bytes']:,} bytes, encode {snap['encode_s_median']:.2f} s, "
+        f"decode {snap['decode_s_median']:.2f} s (aim <= 10 s each)"
+    )
+    print(
+        f"memory per open reservation: "
+        f"{memory['bytes_per_open_reservation_with_key']:.0f} B with its idempotency key, "
+        f"{memory['bytes_per_open_reservation_without_key']:.0f} B without "
+        f"(aim <= 400 B)"
+    )
+    args.out.mkdir(exist_ok=True)
+    path = args.out / f"ledger-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    path.write_text(json.dumps(report, indent=2))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
