@@ -336,7 +336,7 @@ class Ledger:
 
     def _reserve(self, op: Op) -> Result:
         limits = self.limits
-        if len(op) > 7 and (bad := _unknown_fields(op, _RESERVE_FIELDS)):
+        if len(op) > 6 and (bad := _unknown_fields(op, _RESERVE_FIELDS)):
             return bad
         key: Any = op.get("idempotency_key")
         amount: Any = op.get("amount_micros")
@@ -344,15 +344,21 @@ class Ledger:
         ttl_ms: Any = op.get("ttl_ms")
         bidder_id: Any = op.get("bidder_id")
         if not _is_token(key, limits.id_length_max):
-            return _invalid("idempotency_key must be 1-128 printable ASCII characters")
+            return _invalid(
+                f"idempotency_key must be 1-{self.limits.id_length_max} printable ASCII characters"
+            )
         if not _is_int(amount, 1, limits.amount_micros_max):
-            return _invalid("amount_micros must be a positive int64")
+            return _invalid(
+                f"amount_micros must be an integer from 1 to {self.limits.amount_micros_max}"
+            )
         if not _is_int(minimum, 1, amount):
             return _invalid("min_amount_micros must be an integer from 1 to amount_micros")
         if not _is_int(ttl_ms, 1, limits.ttl_ms_max):
             return _invalid(f"ttl_ms must be an integer from 1 to {limits.ttl_ms_max}")
         if not _is_token(bidder_id, limits.id_length_max):
-            return _invalid("bidder_id must be 1-128 printable ASCII characters")
+            return _invalid(
+                f"bidder_id must be 1-{self.limits.id_length_max} printable ASCII characters"
+            )
         found = self._lookup_campaign(op.get("campaign_id"))
         if type(found) is tuple and found[0] is INVALID_REQUEST:
             return found
@@ -466,11 +472,15 @@ class Ledger:
         amount: Any = op.get("amount_micros")
         final: Any = op.get("final", False)
         if not _is_token(key, self.limits.id_length_max):
-            return _invalid("idempotency_key must be 1-128 printable ASCII characters")
+            return _invalid(
+                f"idempotency_key must be 1-{self.limits.id_length_max} printable ASCII characters"
+            )
         if not _is_int(reservation_id, 1, INT64_MAX):
             return _invalid("reservation_id must be a positive integer")
         if not _is_int(amount, 1, self.limits.amount_micros_max):
-            return _invalid("amount_micros must be a positive int64")
+            return _invalid(
+                f"amount_micros must be an integer from 1 to {self.limits.amount_micros_max}"
+            )
         if type(final) is not bool:
             return _invalid("final must be a boolean")
         fingerprint = ("commit", reservation_id, amount, final)
@@ -578,7 +588,9 @@ class Ledger:
         key: Any = op.get("idempotency_key")
         reservation_id: Any = op.get("reservation_id")
         if not _is_token(key, self.limits.id_length_max):
-            return _invalid("idempotency_key must be 1-128 printable ASCII characters")
+            return _invalid(
+                f"idempotency_key must be 1-{self.limits.id_length_max} printable ASCII characters"
+            )
         if not _is_int(reservation_id, 1, INT64_MAX):
             return _invalid("reservation_id must be a positive integer")
         fingerprint = ("release", reservation_id)
@@ -639,11 +651,17 @@ class Ledger:
         amount: Any = op.get("amount_micros")
         bidder_id: Any = op.get("bidder_id")
         if not _is_token(key, self.limits.id_length_max):
-            return _invalid("idempotency_key must be 1-128 printable ASCII characters")
+            return _invalid(
+                f"idempotency_key must be 1-{self.limits.id_length_max} printable ASCII characters"
+            )
         if not _is_int(amount, 1, self.limits.amount_micros_max):
-            return _invalid("amount_micros must be a positive int64")
+            return _invalid(
+                f"amount_micros must be an integer from 1 to {self.limits.amount_micros_max}"
+            )
         if not _is_token(bidder_id, self.limits.id_length_max):
-            return _invalid("bidder_id must be 1-128 printable ASCII characters")
+            return _invalid(
+                f"bidder_id must be 1-{self.limits.id_length_max} printable ASCII characters"
+            )
         found = self._lookup_campaign(op.get("campaign_id"))
         if type(found) is tuple and found[0] is INVALID_REQUEST:
             return found
@@ -694,16 +712,20 @@ class Ledger:
                 "campaign_id must be 1-4 ':'-separated segments of [A-Za-z0-9_.-]{1,64}"
             )
         if key is not None and not _is_token(key, limits.id_length_max):
-            return _invalid("idempotency_key must be 1-128 printable ASCII characters")
+            return _invalid(
+                f"idempotency_key must be 1-{self.limits.id_length_max} printable ASCII characters"
+            )
         if expected_version is not None and not _is_int(expected_version, 1, INT64_MAX):
             return _invalid("expected_version must be a positive integer")
-        if currency is not None and currency not in ISO_4217:
+        if currency is not None and (type(currency) is not str or currency not in ISO_4217):
             return _invalid("currency must be an ISO 4217 code such as 'USD'")
         if timezone is not None and (type(timezone) is not str or zone(timezone) is None):
             return _invalid("timezone must be an IANA time zone such as 'America/New_York'")
         for name, value in (("daily_budget_micros", daily), ("total_budget_micros", total)):
             if value is not None and not _is_int(value, 1, limits.amount_micros_max):
-                return _invalid(f"{name} must be a positive int64 or absent")
+                return _invalid(
+                    f"{name} must be an integer from 1 to {limits.amount_micros_max}, or absent"
+                )
         for name, value in (("start_ms", start_ms), ("end_ms", end_ms)):
             if value is not None and not _is_int(value, 0, INT64_MAX):
                 return _invalid(f"{name} must be a non-negative int64 of milliseconds or absent")
@@ -744,7 +766,16 @@ class Ledger:
             campaign = self._campaigns.get(campaign_id)
             if campaign is not None:
                 self._apply_settings(
-                    campaign, daily, total, start_ms, end_ms, mode, weights, burst_ppm, status
+                    campaign,
+                    daily,
+                    total,
+                    start_ms,
+                    end_ms,
+                    mode,
+                    weights,
+                    burst_ppm,
+                    status,
+                    fresh=True,
                 )
         else:
             result = self._update_campaign(
@@ -837,8 +868,11 @@ class Ledger:
         weights: tuple[int, ...] | None,
         burst_ppm: int,
         status: str,
+        *,
+        fresh: bool = False,
     ) -> None:
-        reshaped = (
+        """Set a campaign's settings; ``fresh`` for a campaign created in this command."""
+        reshaped = fresh or (
             mode != campaign.pacing_mode
             or weights != campaign.hourly_weights
             or (daily is None) != (campaign.daily_budget_micros is None)
@@ -853,8 +887,12 @@ class Ledger:
         campaign.burst_micros = 0 if daily is None else daily * burst_ppm // PPM
         campaign.active = _STATUSES[status]
         today = campaign.today
-        today.cap_micros = _cap_high(today.cap_micros, daily)
-        campaign.total_cap_micros = _cap_high(campaign.total_cap_micros, total)
+        if fresh:
+            today.cap_micros = daily
+            campaign.total_cap_micros = total
+        else:
+            today.cap_micros = _cap_high(today.cap_micros, daily)
+            campaign.total_cap_micros = _cap_high(campaign.total_cap_micros, total)
         if reshaped:
             campaign.plan = _plan_of(campaign)
             campaign.pass_through_ppm = _initial_rate_ppm(campaign)

@@ -12,6 +12,8 @@ INT64_MAX: Final = 2**63 - 1
 
 #: A campaign id has at most this many levels (``a:b:c:d``).
 CAMPAIGN_DEPTH_MAX: Final = 4
+#: No reservation may live longer than a day (see Limits.ttl_ms_max).
+TTL_MS_CEILING: Final = 86_400_000
 #: A campaign id segment is at most this long.
 SEGMENT_LENGTH_MAX: Final = 64
 
@@ -43,6 +45,10 @@ class Limits:
                 raise ValueError(f"limit {field.name} must be a positive integer, got {value!r}")
         if self.amount_micros_max > INT64_MAX:
             raise ValueError("amount_micros_max must fit in int64")
+        if self.ttl_ms_max > TTL_MS_CEILING:
+            # A reservation holds against the day it was granted in; the ledger keeps that day
+            # (today and two before) only while no slice can outlive it.
+            raise ValueError(f"ttl_ms_max must be at most {TTL_MS_CEILING} (one day)")
 
     def to_plain(self) -> dict[str, int]:
         return asdict(self)

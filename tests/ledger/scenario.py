@@ -10,14 +10,16 @@ output expected, up to a blank line. Lines starting with ``#`` between blocks ar
     ok reservation_id=1 granted=1_000_000 expires=2026-03-08T02:09:00-05:00 rate=0.100000
 
 Every command that changes the ledger is one ``apply_batch`` call at the time set by ``at``.
-After every command the interpreter calls ``check_invariants()`` and checks that a snapshot
-round trip (``export_state`` / ``from_state``) keeps the digest.
+After every command the interpreter calls ``check_invariants()``, and restores a twin ledger from
+the state (``export_state``, through JSON, ``from_state``): its digest must be equal, and it must
+answer the next command exactly as the ledger does (I5: a replica restarted from a snapshot is
+the same replica).
 
 Money is integer micros (``_`` separators allowed); durations are ``500ms``, ``10s``, ``5m``,
 ``25h``, ``2d`` or sums such as ``1h30m``; times are ISO 8601 with an offset, ``+DURATION`` /
 ``-DURATION`` from the current time, or integer Unix milliseconds.
 
-    limits NAME=N ...            start over with an empty Ledger(Limits(NAME=N, ...))
+    limits NAME=N ...            start over with an empty Ledger(Limits(NAME=N, ...)); time stays
     zone NAME                    print times in IANA zone NAME (UTC until then)
     at TIME                      the timestamp of the commands that follow (nothing is applied)
     tick                         an empty batch at that time: expiry and day roll, no op
@@ -31,7 +33,7 @@ Money is integer micros (``_`` separators allowed); durations are ``500ms``, ``1
     raw JSON                     one decoded op, exactly as given, in a batch of its own
     rawbatch [ts=JSON] JSON      apply_batch(ts, JSON) as given (ts: the current time)
     batch                        the indented op lines below (put ... raw), in one apply_batch
-    show ID  /  show rN          a campaign's or a reservation's view
+    show ID  /  show rN          a campaign's or a reservation's view (rN: reservation_id N)
     list [PREFIX] [after=ID] [limit=N]
     stats
 
@@ -46,6 +48,7 @@ does), and a block whose run crashed the ledger or broke an invariant.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import json
 import os
@@ -137,7 +140,7 @@ def parse_int(text: str) -> int:
 
 
 def parse_duration_ms(text: str) -> int:
-    if text.isdigit():
+    if text.replace("_", "").isdigit():
         return int(text)
     if not _DURATION.fullmatch(text):
         raise ScenarioError(f"not a duration (500ms, 10s, 5m, 25h, 2d, 1h30m): {text!r}")
@@ -148,7 +151,7 @@ def parse_time_ms(text: str, now_ms: int) -> int:
     if text[:1] in "+-" and text[1:2].isdigit():
         step = parse_duration_ms(text[1:])
         return now_ms + step if text[0] == "+" else now_ms - step
-    if text.isdigit():
+    if text.replace("_", "").isdigit():
         return int(text)
     try:
         moment = datetime.fromisoformat(text)
@@ -218,11 +221,18 @@ def weights_text(weights: list[int]) -> str:
 # The interpreter
 
 
+def restore(ledger: Ledger) -> Ledger:
+    """A ledger rebuilt from ``ledger``'s state sent through JSON, as plain as data gets."""
+    return Ledger.from_state(json.loads(json.dumps(ledger.export_state())))
+
+
 @dataclass
 class Run:
     ledger: Ledger = field(default_factory=Ledger)
+    twin: Ledger | None = None  # restored from ``ledger``'s snapshot after the last command
     stamp_ms: int = 0
     tz: ZoneInfo | None = None  # None: UTC
+    divergence: list[str] = field(default_factory=list)  # what the twin answered differently
 
     def time(self, ms: object) -> str:
         if type(ms) is not int:
@@ -267,7 +277,12 @@ class Run:
         return " ".join(parts)
 
     def apply(self, timestamp_ms: object, ops: object) -> list[str]:
+        twin_ops = copy.deepcopy(ops)
         results = self.ledger.apply_batch(timestamp_ms, ops)
+        if self.twin is not None:
+            twin_results = self.twin.apply_batch(timestamp_ms, twin_ops)
+            if twin_results != results:
+                self.divergence.append(f"!! the restored twin answered {twin_results!r}")
         if not results:
             return ["no results"]
         return [self.result(r) for r in results]
@@ -402,11 +417,11 @@ class Run:
 
     def execute(self, command: list[str]) -> list[str]:
         name, _, rest = command[0].partition(" ")
-        rest = " ".join([rest.strip(), *(line.strip() for line in command[1:])]).strip()
         if name == "batch":
-            if rest:
+            if rest.strip():
                 raise ScenarioError("batch takes its ops on the indented lines below it")
             return self.apply(self.stamp_ms, [self.op(line) for line in command[1:]])
+        rest = " ".join([rest.strip(), *(line.strip() for line in command[1:])]).strip()
         if name in ("put", "reserve", "commit", "release", "spend", "pulse", "raw"):
             return self.apply(self.stamp_ms, [self.op(f"{name} {rest}")])
         handler = getattr(self, f"cmd_{name}", None)
@@ -427,7 +442,7 @@ class Run:
         except (TypeError, ValueError) as error:
             return [f"refused: {error}"]
         self.ledger = Ledger(limits)
-        self.stamp_ms = 0
+        self.twin = None
         shown = " ".join(f"{k}={money(v)}" for k, v in values.items())
         return [f"a new ledger with {shown or 'the default limits'}"]
 
@@ -442,15 +457,15 @@ class Run:
     def cmd_tick(self, rest: str) -> list[str]:
         if rest:
             raise ScenarioError("tick takes no arguments")
-        self.ledger.apply_batch(self.stamp_ms, [])
+        self.apply(self.stamp_ms, [])
         return [f"now={self.time(self.ledger.now_ms)}"]
 
     def cmd_rawbatch(self, rest: str) -> list[str]:
         timestamp: object = self.stamp_ms
-        if rest.startswith("ts="):
-            ts_text, _, rest = rest[3:].partition(" ")
-            timestamp = json.loads(ts_text)
         try:
+            if rest.startswith("ts="):
+                ts_text, _, rest = rest[3:].partition(" ")
+                timestamp = json.loads(ts_text)
             ops = json.loads(rest)
         except json.JSONDecodeError as error:
             raise ScenarioError(f"rawbatch: not JSON: {error}") from None
@@ -458,11 +473,18 @@ class Run:
 
     def cmd_show(self, rest: str) -> list[str]:
         match = _RESERVATION.fullmatch(rest)
-        if match is not None:
-            view = self.ledger.reservation(int(match.group(1)))
-            return [f"{rest}: not found"] if view is None else self.show_reservation(view)
-        view = self.ledger.campaign(rest)
-        return [f"{rest}: not found"] if view is None else self.show_campaign(view)
+
+        def view_of(ledger: Ledger) -> dict[str, Any] | None:
+            if match is not None:
+                return ledger.reservation(int(match.group(1)))
+            return ledger.campaign(rest)
+
+        view = view_of(self.ledger)
+        if self.twin is not None and (twin_view := view_of(self.twin)) != view:
+            self.divergence.append(f"!! the restored twin shows {twin_view!r}")
+        if view is None:
+            return [f"{rest}: not found"]
+        return self.show_reservation(view) if match else self.show_campaign(view)
 
     def cmd_list(self, rest: str) -> list[str]:
         prefix = ""
@@ -561,20 +583,26 @@ class Run:
 
     # -- checks ---------------------------------------------------------------------------------
 
-    def check(self) -> str | None:
-        """A broken invariant or an unfaithful snapshot, as a message; None when all is well."""
+    def check(self) -> list[str]:
+        """What went wrong: a broken invariant, an unfaithful snapshot, a twin that answered
+        differently. Empty when all is well. Restores the twin for the next command."""
+        trouble, self.divergence = self.divergence, []
+        self.twin = None
         try:
             self.ledger.check_invariants()
         except InvariantBroken as error:
-            return f"!! invariant broken: {error}"
+            return [*trouble, f"!! invariant broken: {error}"]
         except Exception as error:
-            return f"!! check_invariants raised {type(error).__name__}: {error}"
+            return [*trouble, f"!! check_invariants raised {type(error).__name__}: {error}"]
         try:
-            restored = Ledger.from_state(self.ledger.export_state())
-            same = restored.digest() == self.ledger.digest()
+            twin = restore(self.ledger)
+            same = twin.digest() == self.ledger.digest()
         except Exception as error:
-            return f"!! a snapshot round trip raised {type(error).__name__}: {error}"
-        return None if same else "!! a snapshot round trip changed the state's digest"
+            return [*trouble, f"!! a snapshot round trip raised {type(error).__name__}: {error}"]
+        if not same:
+            return [*trouble, "!! a snapshot round trip changed the state's digest"]
+        self.twin = twin
+        return trouble
 
 
 # ------------------------------------------------------------------------------------------------
@@ -619,8 +647,8 @@ def run_file(path: Path, *, rewrite: bool | None = None) -> Outcome:
             output = [f"!! the ledger raised {type(error).__name__}: {error}"]
             broken = True
         trouble = run.check()
-        if trouble is not None:
-            output.append(trouble)
+        if trouble:
+            output.extend(trouble)
             broken = True
         expected = block.output
         if expected is not None and output == expected:
