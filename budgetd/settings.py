@@ -93,7 +93,7 @@ class NodeSettings:
     data_dir: str
     members: tuple[Member, ...]
     #: File holding the cluster secret (pysyncobj password); or the environment variable
-    #: BUDGETD_CLUSTER_SECRET. Required when the cluster has more than one member.
+    #: BUDGETD_CLUSTER_SECRET. Required, also for a single member (its Raft port listens too).
     secret_file: str | None = None
     #: Raft binds here (default: this member's raft_address). Never 0.0.0.0 by default.
     raft_bind: str | None = None
@@ -246,11 +246,21 @@ def parse(raw: dict[str, Any], *, base_dir: Path | None = None) -> NodeSettings:
         raise SettingsError("raft.heartbeat_ms must be under a third of election_timeout_min_ms")
     if raft.leader_fallback_ms <= raft.heartbeat_ms:
         raise SettingsError("raft.leader_fallback_ms must exceed raft.heartbeat_ms")
-    if len(members) > 1 and settings.cluster_secret() is None:
+    if raft.connection_timeout_ms < raft.election_timeout_max_ms:
         raise SettingsError(
-            "a cluster of several members needs a cluster secret: set cluster.secret_file "
-            "or BUDGETD_CLUSTER_SECRET (the Raft port runs pickle: without it, it is remote "
-            "code execution)"
+            "raft.connection_timeout_ms must be at least raft.election_timeout_max_ms"
+        )
+    if raft.snapshot_entries < 2:
+        raise SettingsError("raft.snapshot_entries must be at least 2")
+    if raft_bind is not None and raft_bind.rpartition(":")[0] in ("0.0.0.0", "[::]", "::"):
+        raise SettingsError(
+            "node.raft_bind must be one address, not a wildcard: the Raft port must be "
+            "reachable by the members only"
+        )
+    if settings.cluster_secret() is None:
+        raise SettingsError(
+            "a node needs a cluster secret: set cluster.secret_file or BUDGETD_CLUSTER_SECRET "
+            "(the Raft port speaks pickle: without a secret, whoever reaches it runs code here)"
         )
     return settings
 

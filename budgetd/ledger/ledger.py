@@ -1183,8 +1183,14 @@ class Ledger:
 
     def digest(self) -> str:
         """SHA-256 of the state: equal on any two replicas that applied the same batches."""
+        return self.digest_of(self.export_state())
+
+    @staticmethod
+    def digest_of(state: dict[str, Any]) -> str:
+        """`digest` of a state already exported (so a caller can export under a lock and hash
+        outside it)."""
         hasher = hashlib.sha256()
-        for name, value in self.export_state().items():
+        for name, value in state.items():
             hasher.update(f"\n#{name}\n".encode())
             for item in value if type(value) is list else [value]:
                 hasher.update(repr(item).encode())
