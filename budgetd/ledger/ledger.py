@@ -44,7 +44,7 @@ from budgetd.ledger.codes import (
     VERSION_CONFLICT,
 )
 from budgetd.ledger.currencies import ISO_4217
-from budgetd.ledger.limits import INT64_MAX, Limits
+from budgetd.ledger.limits import INT64_MAX, TIMESTAMP_MS_MAX, Limits
 from budgetd.ledger.pacing import ASAP, PPM, TRAFFIC_SHAPED, allowance_micros
 from budgetd.ledger.state import CLOSED, EXPIRED, OPEN, STATE_NAMES, Campaign, DayCounters
 from budgetd.ledger.state import Reservation as _Reservation
@@ -250,8 +250,11 @@ class Ledger:
         if len(ops) > self.limits.batch_ops_max:
             detail = f"a batch holds at most {self.limits.batch_ops_max} operations, got {len(ops)}"
             return [_render_refusal((LIMIT_REACHED, detail))] * len(ops)
-        if not _is_int(timestamp_ms, 0, INT64_MAX):
-            detail = "the batch timestamp must be a non-negative int64 of milliseconds"
+        if not _is_int(timestamp_ms, 0, TIMESTAMP_MS_MAX):
+            detail = (
+                f"the batch timestamp must be an integer of Unix milliseconds from 0 to "
+                f"{TIMESTAMP_MS_MAX}"
+            )
             return [_render_refusal(_invalid(detail))] * len(ops)
         assert type(timestamp_ms) is int
         self._advance(timestamp_ms)
@@ -1211,6 +1214,7 @@ class Ledger:
             IndexError,
             AttributeError,
             AssertionError,
+            OverflowError,
         ) as error:
             raise SnapshotError(f"not a ledger state: {error!r}") from error
 
@@ -1218,11 +1222,15 @@ class Ledger:
     def _from_state(cls, state: Any) -> Ledger:
         if type(state) is not dict or state.get("format") != STATE_FORMAT:
             raise SnapshotError(f"unsupported ledger state format {state.get('format')!r}")
+        if type(state.get("tzdata")) is not str:
+            raise SnapshotError("the state does not say which tzdata release made it")
         ledger = cls(Limits(**state["limits"]))
-        ledger._now_ms = int(state["now_ms"])
-        ledger._campaign_seq = int(state["campaign_seq"])
-        ledger._next_reservation_id = int(state["next_reservation_id"])
-        ledger._next_control_ms = int(state["next_control_ms"])
+        ledger._now_ms = _plain_int(state["now_ms"], "now_ms", high=TIMESTAMP_MS_MAX)
+        ledger._campaign_seq = _plain_int(state["campaign_seq"], "campaign_seq")
+        ledger._next_reservation_id = _plain_int(
+            state["next_reservation_id"], "next_reservation_id"
+        )
+        ledger._next_control_ms = _plain_int(state["next_control_ms"], "next_control_ms")
         campaigns = ledger._campaigns
         for row in state["campaigns"]:
             campaign = _import_campaign(row, campaigns)
@@ -1266,6 +1274,13 @@ class Ledger:
 
 # ----------------------------------------------------------------------------------------------
 # Helpers
+
+
+def _plain_int(value: object, name: str, *, high: int = INT64_MAX) -> int:
+    if not _is_int(value, 0, high):
+        raise SnapshotError(f"{name} must be an integer from 0 to {high}, got {value!r}")
+    assert type(value) is int
+    return value
 
 
 def _parse_pacing(settings: object, *, daily_budget_micros: object) -> Result:

@@ -12,6 +12,9 @@ INT64_MAX: Final = 2**63 - 1
 
 #: A campaign id has at most this many levels (``a:b:c:d``).
 CAMPAIGN_DEPTH_MAX: Final = 4
+#: The latest batch timestamp the ledger accepts: 9999-12-28T00:00Z, so that every local day
+#: (and the next one) still has a date. Later int64 values are refused, never a crash.
+TIMESTAMP_MS_MAX: Final = 253_402_041_600_000
 #: No reservation may live longer than a day (see Limits.ttl_ms_max).
 TTL_MS_CEILING: Final = 86_400_000
 #: A campaign id segment is at most this long.

@@ -1,42 +1,24 @@
-"""Real budgetd clusters for tests: separate `budgetd run` processes on 127.0.0.1.
+"""Real budgetd clusters for tests: separate `budgetd run` processes on 127.0.0.1
+(budgetd.localcluster), with HTTP helpers.
 
-Every process is started here and stopped here, by its PID. Waits are bounded polls on a
-condition; no test asserts on timing.
+Every process is started and stopped by its PID. Waits are bounded polls on a condition; no test
+asserts on timing.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import secrets
-import signal
-import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from budgetd.api import Tokens
-from budgetd.cli import local_config
+from budgetd.localcluster import LocalCluster
 
 WAIT_S = 60.0
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = []
-    for _ in range(count):
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        sockets.append(sock)
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
 
 
 def until(condition: Callable[[], Any], what: str, limit_s: float = WAIT_S) -> Any:
@@ -66,110 +48,17 @@ class NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-@dataclass
-class NodeProcess:
-    node_id: str
-    raft_address: str
-    http_address: str
-    config: Path
-    log: Path
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.http_address}"
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-
-@dataclass
-class Cluster:
-    root: Path
-    nodes: list[NodeProcess]
-    token: str
-    stopped: set[str] = field(default_factory=set)
+class Cluster(LocalCluster):
+    """A LocalCluster with the HTTP helpers the tests use."""
 
     @classmethod
-    def create(cls, root: Path, size: int = 3, *, extra: int = 0) -> Cluster:
-        """``size`` members started now; ``extra`` more configured as outsiders for joins."""
-        root.mkdir(parents=True, exist_ok=True)
-        ports = free_ports(2 * (size + extra))
-        specs = [
-            (f"n{i + 1}", f"127.0.0.1:{ports[2 * i]}", f"127.0.0.1:{ports[2 * i + 1]}")
-            for i in range(size + extra)
-        ]
-        (root / "cluster-secret").write_text(secrets.token_urlsafe(24))
-        token = secrets.token_urlsafe(16)
-        (root / "tokens.toml").write_text(
-            Tokens.render_file([("test", token, ["admin", "bidder", "reader"])])
-        )
-        nodes = []
-        for index, (node_id, raft_address, http_address) in enumerate(specs):
-            members = specs[:size] if index < size else specs[: index + 1]
-            config = root / f"{node_id}.toml"
-            config.write_text(local_config(node_id, members))
-            nodes.append(
-                NodeProcess(node_id, raft_address, http_address, config, root / f"{node_id}.log")
-            )
-        cluster = cls(root, nodes, token)
-        for node in nodes[:size]:
+    def create(cls, root: Path, size: int = 3, *, extra: int = 0, raft: str = "") -> Cluster:
+        """``size`` members started now; ``extra`` more configured to join later."""
+        cluster = cls.on_free_ports(root, size, extra=extra, raft=raft)
+        assert isinstance(cluster, Cluster)
+        for node in cluster.nodes[:size]:
             cluster.start(node.node_id)
         return cluster
-
-    def node(self, node_id: str) -> NodeProcess:
-        return next(node for node in self.nodes if node.node_id == node_id)
-
-    def start(self, node_id: str) -> None:
-        node = self.node(node_id)
-        assert not node.running
-        with node.log.open("ab") as log_file:
-            node.process = subprocess.Popen(
-                [sys.executable, "-m", "budgetd", "run", "--config", str(node.config)],
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-        self.stopped.discard(node_id)
-
-    def kill(self, node_id: str) -> None:
-        """kill -9: no clean shutdown."""
-        node = self.node(node_id)
-        assert node.process is not None
-        node.process.send_signal(signal.SIGKILL)
-        node.process.wait(10)
-        self.stopped.add(node_id)
-
-    def pause(self, node_id: str) -> None:
-        process = self.node(node_id).process
-        assert process is not None
-        process.send_signal(signal.SIGSTOP)
-
-    def resume(self, node_id: str) -> None:
-        process = self.node(node_id).process
-        assert process is not None
-        process.send_signal(signal.SIGCONT)
-
-    def stop_all(self) -> None:
-        for node in self.nodes:
-            if node.process is not None and node.process.poll() is None:
-                node.process.send_signal(signal.SIGCONT)
-                node.process.send_signal(signal.SIGTERM)
-        for node in self.nodes:
-            if node.process is not None:
-                try:
-                    node.process.wait(15)
-                except subprocess.TimeoutExpired:
-                    node.process.kill()
-                    node.process.wait(5)
-
-    def logs(self) -> str:
-        return "\n".join(
-            f"--- {node.node_id} ---\n{node.log.read_text()[-4000:]}"
-            for node in self.nodes
-            if node.log.exists()
-        )
 
     # HTTP ---------------------------------------------------------------------------------------
 
