@@ -24,8 +24,6 @@ import click
 from budgetd.settings import SettingsError
 
 DEV_DIR_DEFAULT = ".budgetd-dev"
-#: A node whose data dir holds no log yet starts from this snapshot file, if present.
-SEED_SNAPSHOT = "seed.snapshot"
 URL_DEFAULT = "http://127.0.0.1:8080"
 
 
@@ -571,6 +569,7 @@ def snapshot_save(path: str, url: str, token: str | None, as_json: bool) -> None
 def snapshot_restore(path: str, data_dir: str) -> None:
     """Seed a stopped node's data dir from a snapshot (restore every node, then start them)."""
     from budgetd.codec import CodecError, decode_snapshot
+    from budgetd.replication import SEED_SNAPSHOT
 
     data = Path(path).read_bytes()
     try:

@@ -8,6 +8,7 @@ pysyncobj and msgpack; never aiohttp or click. See docs in each module: `node` (
 
 from budgetd.replication.node import (
     EXIT_NODE_BROKEN,
+    SEED_SNAPSHOT,
     MembershipCallback,
     Outcome,
     ProposalCallback,
@@ -17,6 +18,7 @@ from budgetd.replication.node import (
 
 __all__ = [
     "EXIT_NODE_BROKEN",
+    "SEED_SNAPSHOT",
     "MembershipCallback",
     "Outcome",
     "ProposalCallback",

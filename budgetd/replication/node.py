@@ -44,8 +44,12 @@ from budgetd.replication.durability import DurableSyncObj, fsync_dir, reconcile_
 from budgetd.replication.snapshot import DumpError, SnapshotWriter, read_dump, read_header
 from budgetd.settings import Member, NodeSettings
 
+#: A node whose data dir holds no log and no dump yet starts from this snapshot, if present.
+SEED_SNAPSHOT: Final = "seed.snapshot"
+
 __all__ = [
     "EXIT_NODE_BROKEN",
+    "SEED_SNAPSHOT",
     "MembershipCallback",
     "Outcome",
     "ProposalCallback",
@@ -220,6 +224,7 @@ class RaftNode:
         for stale in self._writer.stale_paths():
             log.info("removing %s, left by an interrupted dump", stale)
             os.unlink(stale)
+        self._seed_from_snapshot()
         if os.path.exists(files.dump):
             try:
                 header = read_header(files.dump)
@@ -241,6 +246,23 @@ class RaftNode:
         )
         self._thread.start()
         log.info("raft node %s started at %s", self._me.id, self._conf.bindAddress)
+
+    def _seed_from_snapshot(self) -> None:
+        """A node with no journal and no dump yet starts from ``<data_dir>/seed.snapshot`` when
+        it is there (``budgetd snapshot restore``): every node of a cluster must be seeded from
+        the same file before any of them starts. The file is renamed once used."""
+        files = self._files
+        seed = os.path.join(files.data_dir, SEED_SNAPSHOT)
+        if not os.path.exists(seed) or os.path.exists(files.journal) or os.path.exists(files.dump):
+            return
+        try:
+            with open(seed, "rb") as file:
+                self._ledger = decode_snapshot(file.read())
+        except (OSError, CodecError) as error:
+            raise ReplicationError(f"cannot start from {seed}: {error}") from error
+        os.replace(seed, seed + ".used")
+        fsync_dir(files.data_dir)
+        log.info("node %s starts from the seed snapshot %s", self._me.id, seed)
 
     def close(self) -> None:
         """Stop the tick thread, flush the journal, close the port. Proposals still waiting end

@@ -237,7 +237,8 @@ def test_a_paused_leader_never_answers_a_stale_strong_read(cluster: Cluster) -> 
 
 
 def test_membership_add_and_remove_a_node(tmp_path: Path) -> None:
-    cluster = Cluster.create(tmp_path / "cluster", size=3, extra=1)
+    # Snapshots every few entries, so the newcomer has to catch up through a snapshot install.
+    cluster = Cluster.create(tmp_path / "cluster", size=3, extra=1, raft="snapshot_entries = 8")
     try:
         leader = cluster.leader()
         put_campaign(cluster, leader)
@@ -269,6 +270,8 @@ def test_membership_add_and_remove_a_node(tmp_path: Path) -> None:
         assert added.status == 200, added
         cluster.wait_converged()
         assert spent_total(cluster, newcomer.node_id) == 200
+        installed = cluster.cluster_view(newcomer.node_id)["snapshot"]["installed"]
+        assert installed >= 1, "the newcomer caught up through a snapshot"
         until(
             lambda: len(cluster.cluster_view(leader)["members"]) == 4, "the newcomer to be a member"
         )
