@@ -239,8 +239,10 @@ def _client(url: str, token: str | None, as_json: bool) -> _Http:
     return _Http(url, token or _default_token(), as_json)
 
 
-def _key(key: str | None) -> str:
-    return key or f"cli-{secrets.token_hex(12)}"
+def _post(http: _Http, path: str, body: dict[str, Any], key: str | None) -> None:
+    """A mutating POST with an idempotency key (generated unless given) and its answer shown."""
+    idempotency_key = key or f"cli-{secrets.token_hex(12)}"
+    http.show(http.call("POST", path, body, {"Idempotency-Key": idempotency_key}))
 
 
 def _money(micros: Any) -> str:
@@ -389,8 +391,7 @@ def reserve(
 ) -> None:
     """Reserve a slice of a campaign's budget."""
     body = {"campaign_id": campaign_id, **{k: v for k, v in fields.items() if v is not None}}
-    http = _client(url, token, as_json)
-    http.show(http.call("POST", "/v1/reservations", body, {"Idempotency-Key": _key(key)}))
+    _post(_client(url, token, as_json), "/v1/reservations", body, key)
 
 
 @main.command()
@@ -409,16 +410,8 @@ def commit(
     as_json: bool,
 ) -> None:
     """Commit spend against a reservation."""
-    http = _client(url, token, as_json)
     body = {"amount_micros": amount_micros, "final": final}
-    http.show(
-        http.call(
-            "POST",
-            f"/v1/reservations/{reservation_id}/commit",
-            body,
-            {"Idempotency-Key": _key(key)},
-        )
-    )
+    _post(_client(url, token, as_json), f"/v1/reservations/{reservation_id}/commit", body, key)
 
 
 @main.command()
@@ -429,12 +422,7 @@ def release(
     reservation_id: int, key: str | None, url: str, token: str | None, as_json: bool
 ) -> None:
     """Release what a reservation still holds."""
-    http = _client(url, token, as_json)
-    http.show(
-        http.call(
-            "POST", f"/v1/reservations/{reservation_id}/release", {}, {"Idempotency-Key": _key(key)}
-        )
-    )
+    _post(_client(url, token, as_json), f"/v1/reservations/{reservation_id}/release", {}, key)
 
 
 @main.command()
@@ -453,16 +441,9 @@ def spend(
     as_json: bool,
 ) -> None:
     """Record spend with no reservation (a late billing notice)."""
-    http = _client(url, token, as_json)
     body = {"amount_micros": amount_micros, "bidder_id": bidder_id}
-    http.show(
-        http.call(
-            "POST",
-            f"/v1/campaigns/{urllib.parse.quote(campaign_id)}/spend",
-            body,
-            {"Idempotency-Key": _key(key)},
-        )
-    )
+    path = f"/v1/campaigns/{urllib.parse.quote(campaign_id)}/spend"
+    _post(_client(url, token, as_json), path, body, key)
 
 
 @main.group()

@@ -51,15 +51,25 @@ def decode_snapshot(data: bytes) -> Ledger:
         return _decode_snapshot(data)
 
 
-def _decode_snapshot(data: bytes) -> Ledger:
+def _unpack(data: bytes, *, what: str, tag: str, version: int, length: int, lists: bool) -> Any:
+    """The tagged, versioned msgpack array in ``data`` (arrays as lists or as tuples)."""
     try:
-        payload = msgpack.unpackb(data, raw=False, use_list=False, strict_map_key=True)
+        payload = msgpack.unpackb(data, raw=False, use_list=lists, strict_map_key=True)
     except (ValueError, TypeError, msgpack.UnpackException, msgpack.ExtraData) as error:
-        raise CodecError(f"snapshot is not msgpack: {error}") from error
-    if type(payload) is not tuple or len(payload) != 3 or payload[0] != SNAPSHOT_TAG:
-        raise CodecError("bytes are not a budgetd snapshot")
-    if payload[1] != SNAPSHOT_VERSION:
-        raise CodecError(f"snapshot version {payload[1]!r} is not {SNAPSHOT_VERSION}")
+        raise CodecError(f"{what} is not msgpack: {error}") from error
+    if type(payload) is not (list if lists else tuple) or len(payload) != length:
+        raise CodecError(f"bytes are not a budgetd {what}")
+    if payload[0] != tag:
+        raise CodecError(f"bytes are not a budgetd {what}")
+    if payload[1] != version:
+        raise CodecError(f"{what} version {payload[1]!r} is not {version}")
+    return payload
+
+
+def _decode_snapshot(data: bytes) -> Ledger:
+    payload = _unpack(
+        data, what="snapshot", tag=SNAPSHOT_TAG, version=SNAPSHOT_VERSION, length=3, lists=False
+    )
     try:
         return Ledger.from_state(payload[2])
     except SnapshotError as error:
@@ -75,12 +85,7 @@ def decode_batch(data: bytes) -> tuple[Any, Any]:
     """``(timestamp_ms, ops)`` as decoded; the ledger checks every field again."""
     if len(data) > BATCH_BYTES_MAX:
         raise CodecError(f"batch of {len(data)} bytes exceeds {BATCH_BYTES_MAX}")
-    try:
-        payload = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True)
-    except (ValueError, TypeError, msgpack.UnpackException, msgpack.ExtraData) as error:
-        raise CodecError(f"batch is not msgpack: {error}") from error
-    if type(payload) is not list or len(payload) != 4 or payload[0] != BATCH_TAG:
-        raise CodecError("bytes are not a budgetd batch")
-    if payload[1] != BATCH_VERSION:
-        raise CodecError(f"batch version {payload[1]!r} is not {BATCH_VERSION}")
+    payload = _unpack(
+        data, what="batch", tag=BATCH_TAG, version=BATCH_VERSION, length=4, lists=True
+    )
     return payload[2], payload[3]

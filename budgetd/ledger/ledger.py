@@ -106,57 +106,23 @@ def _render_refusal(result: Result) -> Rendered:
     return {"code": result[0], "detail": result[1]}
 
 
-def _render_reserve(result: Result) -> Rendered:
+#: The names of the fields of each op's `ok` result, in the order its handler returns them.
+_OK_FIELDS: Final = {
+    "reserve": ("reservation_id", "granted_micros", "expires_at_ms", "pass_through_ppm"),
+    "commit": ("committed_micros", "remaining_micros", "late", "overspend_micros"),
+    "release": ("released_micros",),
+    "spend": ("recorded_micros", "overspend_micros", "day"),
+    "put_campaign": ("campaign_id", "version", "created"),
+    "pulse": ("now_ms",),
+}
+
+
+def _render(names: tuple[str, ...], result: Result) -> Rendered:
     if result[0] != OK:
         return _render_refusal(result)
-    return {
-        "code": OK,
-        "reservation_id": result[1],
-        "granted_micros": result[2],
-        "expires_at_ms": result[3],
-        "pass_through_ppm": result[4],
-    }
-
-
-def _render_commit(result: Result) -> Rendered:
-    if result[0] != OK:
-        return _render_refusal(result)
-    return {
-        "code": OK,
-        "committed_micros": result[1],
-        "remaining_micros": result[2],
-        "late": result[3],
-        "overspend_micros": result[4],
-    }
-
-
-def _render_release(result: Result) -> Rendered:
-    if result[0] != OK:
-        return _render_refusal(result)
-    return {"code": OK, "released_micros": result[1]}
-
-
-def _render_spend(result: Result) -> Rendered:
-    if result[0] != OK:
-        return _render_refusal(result)
-    return {
-        "code": OK,
-        "recorded_micros": result[1],
-        "overspend_micros": result[2],
-        "day": iso_day(result[3]),
-    }
-
-
-def _render_put(result: Result) -> Rendered:
-    if result[0] != OK:
-        return _render_refusal(result)
-    return {"code": OK, "campaign_id": result[1], "version": result[2], "created": result[3]}
-
-
-def _render_pulse(result: Result) -> Rendered:
-    if result[0] != OK:
-        return _render_refusal(result)
-    return {"code": OK, "now_ms": result[1]}
+    rendered: Rendered = {"code": OK}
+    rendered.update(zip(names, result[1:], strict=True))
+    return rendered
 
 
 _PUT_FIELDS: Final = frozenset(
@@ -222,14 +188,15 @@ class Ledger:
         self._keys: dict[str, tuple[tuple[Any, ...], Result]] = {}
         self._key_buckets: deque[tuple[int, list[str]]] = deque()
         self._next_control_ms = 0
-        self._handlers: dict[str, tuple[Callable[[Op], Result], Callable[[Result], Rendered]]] = {
-            "reserve": (self._reserve, _render_reserve),
-            "commit": (self._commit, _render_commit),
-            "release": (self._release, _render_release),
-            "spend": (self._spend, _render_spend),
-            "put_campaign": (self._put_campaign, _render_put),
-            "pulse": (self._pulse, _render_pulse),
+        handlers: dict[str, Callable[[Op], Result]] = {
+            "reserve": self._reserve,
+            "commit": self._commit,
+            "release": self._release,
+            "spend": self._spend,
+            "put_campaign": self._put_campaign,
+            "pulse": self._pulse,
         }
+        self._handlers = {name: (handlers[name], _OK_FIELDS[name]) for name in handlers}
 
     # ------------------------------------------------------------------------------------------
     # Commands
@@ -270,14 +237,14 @@ class Ledger:
             if entry is None:
                 append(_render_refusal(_invalid(f"unknown op {name!r}")))
                 continue
-            handler, render = entry
+            handler, names = entry
             result = handler(op)
             if result[0] == "replay":
-                rendered = render(result[1])
+                rendered = _render(names, result[1])
                 rendered["replayed"] = True
                 append(rendered)
             else:
-                append(render(result))
+                append(_render(names, result))
         return results
 
     def _advance(self, timestamp_ms: int) -> None:
@@ -689,7 +656,7 @@ class Ledger:
                 held_released_micros=0,
                 late=False,
             )
-            result = (OK, amount, overspend, found.today.day)
+            result = (OK, amount, overspend, iso_day(found.today.day))
         self._remember(key, fingerprint, result)
         return result
 
