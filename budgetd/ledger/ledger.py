@@ -185,7 +185,9 @@ class Ledger:
         self._expiry_buckets: dict[int, list[int]] = {}
         self._expiry_heap: list[int] = []
         self._ended: deque[int] = deque()
-        self._keys: dict[str, tuple[tuple[Any, ...], Result]] = {}
+        #: key -> the request's fingerprint followed by its result, in one flat tuple (one
+        #: object per key instead of three: keys outlive reservations by days).
+        self._keys: dict[str, tuple[Any, ...]] = {}
         self._key_buckets: deque[tuple[int, list[str]]] = deque()
         self._next_control_ms = 0
         handlers: dict[str, Callable[[Op], Result]] = {
@@ -268,18 +270,17 @@ class Ledger:
                 self._open_day(node, day)
             heappush(rolls, (root.day_end_ms, seq, root_id))
 
-    def _replay_or_reuse(
-        self, entry: tuple[tuple[Any, ...], Result], fingerprint: tuple[Any, ...]
-    ) -> Result:
-        if entry[0] == fingerprint:
-            return ("replay", entry[1])
+    def _replay_or_reuse(self, entry: tuple[Any, ...], fingerprint: tuple[Any, ...]) -> Result:
+        size = len(fingerprint)
+        if entry[:size] == fingerprint:
+            return ("replay", entry[size:])
         return (
             IDEMPOTENCY_KEY_REUSED,
             "this idempotency key was used before with a different request",
         )
 
     def _remember(self, key: str, fingerprint: tuple[Any, ...], result: Result) -> None:
-        self._keys[key] = (fingerprint, result)
+        self._keys[key] = fingerprint + result
         bucket_ms = self._now_ms - self._now_ms % KEY_BUCKET_MS
         buckets = self._key_buckets
         if buckets and buckets[-1][0] == bucket_ms:
@@ -332,7 +333,11 @@ class Ledger:
         found = self._lookup_campaign(op.get("campaign_id"))
         if type(found) is tuple and found[0] is INVALID_REQUEST:
             return found
-        fingerprint = ("reserve", op["campaign_id"], amount, minimum, ttl_ms, bidder_id)
+        # The fingerprint is kept for the key's whole retention: share the campaign's own id and
+        # one interned bidder id instead of holding the decoded copies.
+        bidder_id = sys.intern(bidder_id)
+        campaign_id = found.campaign_id if type(found) is Campaign else op["campaign_id"]
+        fingerprint = ("reserve", campaign_id, amount, minimum, ttl_ms, bidder_id)
         entry = self._keys.get(key)
         if entry is not None:
             return self._replay_or_reuse(entry, fingerprint)
@@ -411,7 +416,7 @@ class Ledger:
         self._reservations[reservation_id] = _Reservation(
             reservation_id,
             campaign,
-            sys.intern(bidder_id),
+            bidder_id,
             granted,
             expires_at_ms,
             campaign.today,
@@ -635,7 +640,9 @@ class Ledger:
         found = self._lookup_campaign(op.get("campaign_id"))
         if type(found) is tuple and found[0] is INVALID_REQUEST:
             return found
-        fingerprint = ("spend", op["campaign_id"], amount, bidder_id)
+        bidder_id = sys.intern(bidder_id)
+        campaign_id = found.campaign_id if type(found) is Campaign else op["campaign_id"]
+        fingerprint = ("spend", campaign_id, amount, bidder_id)
         entry = self._keys.get(key)
         if entry is not None:
             return self._replay_or_reuse(entry, fingerprint)
@@ -1232,10 +1239,9 @@ class Ledger:
         entries = state["idempotency_entries"]
         if len(entries) != len(key_order):
             raise SnapshotError("idempotency keys and entries differ in number")
-        ledger._keys = {
-            key: (_freeze(fingerprint), tuple(result))
-            for key, (fingerprint, result) in zip(key_order, entries, strict=True)
-        }
+        ledger._keys = {key: _freeze(entry) for key, entry in zip(key_order, entries, strict=True)}
+        for key, entry in ledger._keys.items():
+            _check_key_entry(key, entry)
         return ledger
 
 
@@ -1350,6 +1356,28 @@ def _bisect_right(ids: list[str], value: str) -> int:
 
 def _insort(ids: list[str], value: str) -> None:
     ids.insert(_bisect_right(ids, value), value)
+
+
+#: How many fields each op's fingerprint has (the op name first), for checking restored keys.
+_FINGERPRINT_LENGTH: Final = {
+    "reserve": 6,
+    "commit": 4,
+    "release": 2,
+    "spend": 4,
+    "put_campaign": 13,
+}
+
+
+def _check_key_entry(key: object, entry: object) -> None:
+    if type(key) is not str or type(entry) is not tuple or not entry:
+        raise SnapshotError(f"idempotency entry {key!r} is not a key and an array")
+    size = _FINGERPRINT_LENGTH.get(entry[0]) if type(entry[0]) is str else None
+    if size is None or len(entry) <= size:
+        raise SnapshotError(f"idempotency entry {key!r} has no fingerprint of a known op")
+    code = entry[size]
+    expected = 1 + len(_OK_FIELDS[entry[0]]) if code == OK else 2
+    if len(entry) - size != expected:
+        raise SnapshotError(f"idempotency entry {key!r} has a result of the wrong shape")
 
 
 def _freeze(value: Any) -> Any:
