@@ -255,6 +255,7 @@ class Reference:
                 bucket_ms = -(-reservation.expires_at_ms // EXPIRY_BUCKET_MS) * EXPIRY_BUCKET_MS
                 if bucket_ms <= self.now_ms:
                     due.append((bucket_ms, reservation.reservation_id))
+        # In order of expiry (then of id): ended reservations are evicted oldest first.
         for _, reservation_id in sorted(due):
             self._end(self.reservations[reservation_id], "expired")
         for root_id, days in self.tree_days.items():
@@ -336,7 +337,7 @@ class Reference:
         }
 
     def _even_allowance(self, campaign_id: str) -> int:
-        """Even pacing: the elapsed share of the local day's budget, plus the burst, rounded down."""
+        """Even pacing: the elapsed share of the day's budget, plus the burst, rounded down."""
         campaign = self.campaigns[campaign_id]
         daily = campaign.settings["daily_budget_micros"]
         today = self.today(campaign_id)
@@ -361,6 +362,8 @@ class Reference:
         self._expire_if_due(reservation)
         late = reservation.state == "expired"
         covered = min(amount, self.hold(reservation))
+        # The reservation changes first: overspend is measured once the commit has used the hold
+        # (and a final commit has given back the rest).
         reservation.committed_micros += amount
         if late:
             reservation.late = True
@@ -494,7 +497,12 @@ class Reference:
             )
             if reshaped:
                 campaign.rate_ppm = self._initial_rate(campaign)
-        return {"code": OK, "campaign_id": campaign_id, "version": campaign.version, "created": False}
+        return {
+            "code": OK,
+            "campaign_id": campaign_id,
+            "version": campaign.version,
+            "created": False,
+        }
 
     def _pulse(self, op: dict[str, Any]) -> dict[str, Any]:
         now = self.now_ms
