@@ -8,7 +8,7 @@
    simulated clock: 10,000 bid requests/s, 20 % wins, default WalletSettings.
 
 Each figure is the median of --repeat runs. Usage:
-    PYTHONPATH=client .venv/bin/python scripts/bench_client.py [--pairs 300000] [--repeat 5]
+    .venv/bin/python scripts/bench_client.py [--pairs 300000] [--repeat 5]
 """
 
 from __future__ import annotations
