@@ -203,10 +203,13 @@ class _Http:
             _fail(f"no answer from {self.url} within 30 s", code=2)
 
     def show(self, payload: Any, render: Any = None) -> None:
-        if self.as_json or render is None:
+        """``--json`` prints JSON; otherwise ``render``, or a two-column table of a map."""
+        if self.as_json or not isinstance(payload, dict):
             click.echo(json.dumps(payload, indent=2, sort_keys=True))
-        else:
+        elif render is not None:
             render(payload)
+        else:
+            _table([(name.replace("_", " "), _cell(value)) for name, value in payload.items()])
 
 
 def _default_token() -> str | None:
@@ -249,6 +252,16 @@ def _money(micros: Any) -> str:
     if micros is None:
         return "-"
     return f"{micros:,}"
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return str(value).lower() if value is not None else "-"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, dict | list):
+        return json.dumps(value)
+    return str(value)
 
 
 def _table(rows: list[tuple[str, Any]]) -> None:
