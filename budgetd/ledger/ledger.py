@@ -118,11 +118,10 @@ _OK_FIELDS: Final = {
 
 
 def _render(names: tuple[str, ...], result: Result) -> Rendered:
+    """``names`` start with "code"; an ok result has one value per name."""
     if result[0] != OK:
         return _render_refusal(result)
-    rendered: Rendered = {"code": OK}
-    rendered.update(zip(names, result[1:], strict=True))
-    return rendered
+    return dict(zip(names, result, strict=True))
 
 
 _PUT_FIELDS: Final = frozenset(
@@ -198,7 +197,9 @@ class Ledger:
             "put_campaign": self._put_campaign,
             "pulse": self._pulse,
         }
-        self._handlers = {name: (handlers[name], _OK_FIELDS[name]) for name in handlers}
+        self._handlers = {
+            name: (handler, ("code", *_OK_FIELDS[name])) for name, handler in handlers.items()
+        }
 
     # ------------------------------------------------------------------------------------------
     # Commands
@@ -363,21 +364,23 @@ class Ledger:
         rate_ppm = PPM
         inactive: Campaign | None = None
         outside: Campaign | None = None
-        node: Campaign | None = campaign
-        while node is not None:
-            if not node.active:
-                inactive = node
-            start_ms = node.start_ms
-            end_ms = node.end_ms
-            if (start_ms is not None and now < start_ms) or (end_ms is not None and now >= end_ms):
-                outside = node
+        for node in campaign.path:
+            if node.gated:
+                if not node.active:
+                    inactive = node
+                start_ms = node.start_ms
+                end_ms = node.end_ms
+                if (start_ms is not None and now < start_ms) or (
+                    end_ms is not None and now >= end_ms
+                ):
+                    outside = node
             daily = node.daily_budget_micros
             if daily is not None:
                 today = node.today
                 used = today.spent_micros + today.held_micros
                 if daily - used < budget_room:
                     budget_room = daily - used
-                if node.pacing_mode != ASAP:
+                if node.paced:
                     allowed = allowance_micros(
                         node.pacing_mode,
                         daily,
@@ -395,8 +398,7 @@ class Ledger:
                     budget_room = room
             if node.pass_through_ppm < rate_ppm:
                 rate_ppm = node.pass_through_ppm
-            root = node
-            node = node.parent
+        root = campaign.path[-1]
         if inactive is not None:
             return (CAMPAIGN_INACTIVE, f"campaign {inactive.campaign_id!r} is paused")
         if outside is not None:
@@ -423,11 +425,9 @@ class Ledger:
             rate_ppm,
         )
         self._open_reservations += 1
-        node = campaign
-        while node is not None:
+        for node in campaign.path:
             node.today.held_micros += granted
             node.held_total_micros += granted
-            node = node.parent
         bucket_ms = -(-expires_at_ms // EXPIRY_BUCKET_MS) * EXPIRY_BUCKET_MS
         bucket = self._expiry_buckets.get(bucket_ms)
         if bucket is None:
@@ -863,6 +863,8 @@ class Ledger:
         campaign.burst_ppm = burst_ppm
         campaign.burst_micros = 0 if daily is None else daily * burst_ppm // PPM
         campaign.active = _STATUSES[status]
+        campaign.gated = not campaign.active or start_ms is not None or end_ms is not None
+        campaign.paced = daily is not None and mode != ASAP
         today = campaign.today
         if fresh:
             today.cap_micros = daily
@@ -1464,6 +1466,8 @@ def _import_campaign(row: list[Any], campaigns: dict[str, Campaign]) -> Campaign
     campaign.burst_ppm = burst_ppm
     campaign.burst_micros = 0 if daily is None else daily * burst_ppm // PPM
     campaign.active = active
+    campaign.gated = not active or start_ms is not None or end_ms is not None
+    campaign.paced = daily is not None and mode != ASAP
     campaign.version = version
     campaign.spent_total_micros = spent_total
     campaign.held_total_micros = held_total

@@ -56,13 +56,16 @@ class Campaign:
         "day_start_ms",
         "depth",
         "end_ms",
+        "gated",
         "held_total_micros",
         "hourly_weights",
         "late_commits_total",
         "overspend_total_micros",
+        "paced",
         "pacing_mode",
         "parent",
         "pass_through_ppm",
+        "path",
         "plan",
         "previous_days",
         "seq",
@@ -82,6 +85,8 @@ class Campaign:
         self.seq = seq
         self.zone = zone
         self.depth: int = 1 if parent is None else parent.depth + 1
+        #: This campaign and its ancestors, nearest first: every level a hold or spend touches.
+        self.path: tuple[Campaign, ...] = (self,) if parent is None else (self, *parent.path)
         self.children: list[Campaign] = []
         self.currency = ""
         self.timezone = zone.key
@@ -94,6 +99,10 @@ class Campaign:
         self.burst_ppm = 0
         self.burst_micros = 0
         self.active = True
+        #: Paused, or with a flight: reservations here need the status and flight checks.
+        self.gated = False
+        #: A paced daily budget (any mode but asap): reservations need the allowance.
+        self.paced = False
         self.version = 0
         self.pass_through_ppm = 0
         self.day_start_ms = 0
