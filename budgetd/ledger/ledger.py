@@ -714,21 +714,9 @@ class Ledger:
         if parsed[0] is INVALID_REQUEST:
             return parsed
         _, mode, weights, burst_ppm = parsed
-        fingerprint = (
-            "put_campaign",
-            campaign_id,
-            expected_version,
-            currency,
-            timezone,
-            daily,
-            total,
-            start_ms,
-            end_ms,
-            mode,
-            weights,
-            burst_ppm,
-            status,
-        )
+        settings = (daily, total, start_ms, end_ms, mode, weights, burst_ppm, status)
+        identity = ("put_campaign", campaign_id, expected_version, currency, timezone)
+        fingerprint = identity + settings
         if key is not None:
             entry = self._keys.get(key)
             if entry is not None:
@@ -742,26 +730,9 @@ class Ledger:
                 return result
             campaign = self._campaigns.get(campaign_id)
             if campaign is not None:
-                self._apply_settings(
-                    campaign,
-                    daily,
-                    total,
-                    start_ms,
-                    end_ms,
-                    mode,
-                    weights,
-                    burst_ppm,
-                    status,
-                    fresh=True,
-                )
+                self._apply_settings(campaign, *settings, fresh=True)
         else:
-            result = self._update_campaign(
-                campaign,
-                expected_version,
-                currency,
-                timezone,
-                (daily, total, start_ms, end_ms, mode, weights, burst_ppm, status),
-            )
+            result = self._update_campaign(campaign, expected_version, currency, timezone, settings)
             if result[0] is INVALID_REQUEST:
                 return result
         if key is not None:
