@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -27,6 +28,10 @@ from budgetd.settings import Member, NodeSettings
 __all__ = ["Node", "serve"]
 
 log = logging.getLogger("budgetd.node")
+
+#: GET /v1/cluster reuses a digest this young: hashing the state costs seconds at 1,000,000
+#: reservations, and monitors poll the route (``?digest=fresh`` computes one now).
+DIGEST_MAX_AGE_S = 10.0
 T = TypeVar("T")
 
 _OUTCOMES = {Outcome.OK: LogOutcome.OK, Outcome.FAILED: LogOutcome.FAILED}
@@ -70,6 +75,7 @@ class Node:
         self.settings = settings
         self.raft = RaftNode(settings)
         self.proposer = Proposer(_RaftLog(self.raft, settings), settings.proposer)
+        self._digest: tuple[float, int, str] | None = None
 
     @property
     def node_id(self) -> str:
@@ -87,9 +93,13 @@ class Node:
     def applied_index(self) -> int:
         return self.raft.applied_index()
 
-    def cluster_status(self) -> dict[str, Any]:
+    def cluster_status(self, *, fresh_digest: bool = False) -> dict[str, Any]:
         status = dict(self.raft.status())
-        status["digest"] = self.raft.digest()
+        now = time.monotonic()
+        if fresh_digest or self._digest is None or now - self._digest[0] >= DIGEST_MAX_AGE_S:
+            index, digest = self.raft.digest_with_index()
+            self._digest = (now, index, digest)
+        _, status["digest_index"], status["digest"] = self._digest
         status["proposer"] = {
             "queued_ops": self.proposer.queued_ops,
             "inflight_entries": self.proposer.inflight_entries,

@@ -96,9 +96,11 @@ class Service(Protocol):
 
     def applied_index(self) -> int: ...
 
-    def cluster_status(self) -> dict[str, Any]:
-        """``{node_id, leader_id, term, commit_index, applied_index, digest, members: [...]}``
-        (DESIGN §5 GET /v1/cluster)."""
+    def cluster_status(self, *, fresh_digest: bool = False) -> dict[str, Any]:
+        """``{node_id, leader_id, term, commit_index, applied_index, digest, digest_index,
+        members: [...]}`` (DESIGN §5 GET /v1/cluster). The digest hashes the whole state, so a
+        node may serve one up to a few seconds old (``digest_index`` says which applied index it
+        belongs to); ``fresh_digest`` asks for the digest of the state as applied now."""
         ...
 
     def ready(self) -> tuple[bool, str]:

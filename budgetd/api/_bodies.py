@@ -410,6 +410,7 @@ CLUSTER: Final = _response(
         "commit_index": INDEX,
         "applied_index": INDEX,
         "digest": String(r"[0-9a-f]*", "SHA-256 of this node's ledger state"),
+        "digest_index": INDEX,
         "members": Array(MEMBER),
     },
 )

@@ -348,8 +348,11 @@ async def batch(call: Call) -> web.Response:
 
 
 async def cluster(call: Call) -> web.Response:
-    call.query()
-    return call.respond(call.service.cluster_status())
+    query = call.query(("digest",))
+    freshness = query.get("digest", "cached")
+    if freshness not in ("cached", "fresh"):
+        raise invalid(f"digest must be cached or fresh, got {freshness[:40]!r}")
+    return call.respond(call.service.cluster_status(fresh_digest=freshness == "fresh"))
 
 
 def _members(call: Call) -> web.Response:

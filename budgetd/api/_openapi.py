@@ -331,6 +331,23 @@ def _paths() -> dict[str, dict[str, Any]]:
             "get": {
                 "operationId": "cluster",
                 "summary": "This node's view of the cluster.",
+                "parameters": [
+                    {
+                        "name": "digest",
+                        "in": "query",
+                        "required": False,
+                        "schema": {
+                            "type": "string",
+                            "enum": ["cached", "fresh"],
+                            "default": "cached",
+                        },
+                        "description": (
+                            "cached: a digest up to 10 s old (digest_index names its applied "
+                            "index); fresh: hash the state as applied now (costs seconds on a "
+                            "large state)"
+                        ),
+                    }
+                ],
                 "responses": {
                     "200": _ok("status", bodies.CLUSTER),
                     **_problems("invalid_request", "unauthorized"),

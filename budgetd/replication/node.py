@@ -549,18 +549,21 @@ class RaftNode:
             return fn(self._ledger)
 
     def digest(self) -> str:
-        """The ledger's digest (`Ledger.digest`), computed once per applied entry. Only the
+        return self.digest_with_index()[1]
+
+    def digest_with_index(self) -> tuple[int, str]:
+        """``(applied index, digest)`` (`Ledger.digest`), computed once per applied entry. Only the
         export runs under the ledger lock (about a quarter of the cost: 0.43 s in all for
         100,000 open reservations); the hashing runs outside it, so applies go on meanwhile."""
         with self._lock:
             cache = self._digest_cache
             if cache is not None and cache[0] == self._ledger_index:
-                return cache[1]
+                return cache
             index = self._ledger_index
             state = self._ledger.export_state()
         digest = Ledger.digest_of(state)
         self._digest_cache = (index, digest)
-        return digest
+        return index, digest
 
     def is_leader(self) -> bool:
         """Whether this node believes it leads. A deposed leader believes so for up to

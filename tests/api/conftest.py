@@ -102,6 +102,7 @@ class ScriptedService:
         self.ready_state: tuple[bool, str] = (True, "ready")
         self.membership_error: ServiceError | None = None
         self.membership_changes: list[tuple[str, str]] = []
+        self.fresh_digests = 0
         self.members = [
             member_view(_member("n1", "fra"), "leader"),
             member_view(_member("n2", "ams"), "follower"),
@@ -142,7 +143,8 @@ class ScriptedService:
     def applied_index(self) -> int:
         return self.index
 
-    def cluster_status(self) -> dict[str, Any]:
+    def cluster_status(self, *, fresh_digest: bool = False) -> dict[str, Any]:
+        self.fresh_digests += fresh_digest
         return {
             "node_id": self._node_id,
             "leader_id": "n1",
@@ -150,6 +152,7 @@ class ScriptedService:
             "commit_index": self.index,
             "applied_index": self.index,
             "digest": self.ledger.digest(),
+            "digest_index": self.index,
             "members": copy.deepcopy(self.members),
         }
 

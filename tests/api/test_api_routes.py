@@ -319,6 +319,16 @@ async def test_cluster(api, fmt):
     assert reply.body["leader_id"] == "n1"
     assert [member["id"] for member in reply.body["members"]] == ["n1", "n2"]
     assert len(reply.body["digest"]) == 64
+    assert reply.body["digest_index"] == reply.body["applied_index"]
+
+
+async def test_cluster_digest_freshness_is_chosen_by_the_caller(api, service):
+    assert (await api.call("GET", "/v1/cluster", token="reader")).status == 200
+    assert service.fresh_digests == 0
+    assert (await api.call("GET", "/v1/cluster?digest=fresh", token="reader")).status == 200
+    assert service.fresh_digests == 1
+    bad = await api.call("GET", "/v1/cluster?digest=now", token="reader")
+    assert bad.status == 400 and bad.body["code"] == "invalid_request"
 
 
 async def test_health_and_ready_need_no_token(api, fmt):

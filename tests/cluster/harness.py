@@ -95,7 +95,7 @@ class Cluster(LocalCluster):
         return response
 
     def cluster_view(self, node_id: str) -> dict[str, Any]:
-        response = self.request(node_id, "GET", "/v1/cluster", timeout_s=2)
+        response = self.request(node_id, "GET", "/v1/cluster?digest=fresh", timeout_s=2)
         assert response.status == 200, response
         return dict(response.body)
 
