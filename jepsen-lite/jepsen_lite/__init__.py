@@ -1,0 +1,26 @@
+"""jepsen-lite: budgetd's fault-injection harness. Real `budgetd run` processes, one network
+namespace each, routed through a control namespace whose firewall cuts links on demand.
+
+Talks to budgetd only through its CLI (`budgetd run`) and HTTP; imports no budgetd module.
+
+Errors::
+
+    SandboxError      the sandbox cannot be built, or a command inside it failed
+    └── Refused       this machine cannot host a sandbox (not root, `ip` or `nft` missing);
+                      the message is a one-line reason
+"""
+
+from jepsen_lite.http import NamespaceHttp, Response
+from jepsen_lite.net import Net
+from jepsen_lite.sandbox import Node, Refused, Sandbox, SandboxError, preflight
+
+__all__ = [
+    "NamespaceHttp",
+    "Net",
+    "Node",
+    "Refused",
+    "Response",
+    "Sandbox",
+    "SandboxError",
+    "preflight",
+]
