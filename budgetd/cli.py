@@ -55,13 +55,15 @@ def run(config_path: str, log_level: str) -> None:
         _fail(f"config: {error}")
     _setup_logging(log_level, settings.node_id)
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    from budgetd.api import TokensError
     from budgetd.node import serve
+    from budgetd.replication import ReplicationError
 
     try:
         asyncio.run(serve(settings))
-    except SettingsError as error:
+    except (SettingsError, TokensError) as error:
         _fail(f"config: {error}")
-    except OSError as error:
+    except (OSError, ReplicationError) as error:
         _fail(f"cannot start node {settings.node_id}: {error}")
 
 
