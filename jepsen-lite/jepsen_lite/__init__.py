@@ -10,17 +10,31 @@ Errors::
                       the message is a one-line reason
 """
 
+from jepsen_lite.checkers import Result, compose, convergence, election_safety, no_lost_spend
+from jepsen_lite.history import History, Op, load, outcome
 from jepsen_lite.http import NamespaceHttp, Response
 from jepsen_lite.net import Net
 from jepsen_lite.sandbox import Node, Refused, Sandbox, SandboxError, preflight
+from jepsen_lite.workload import ClusterSampler, Workload
 
 __all__ = [
+    "ClusterSampler",
+    "History",
     "NamespaceHttp",
     "Net",
     "Node",
+    "Op",
     "Refused",
     "Response",
+    "Result",
     "Sandbox",
     "SandboxError",
+    "Workload",
+    "compose",
+    "convergence",
+    "election_safety",
+    "load",
+    "no_lost_spend",
+    "outcome",
     "preflight",
 ]

@@ -12,7 +12,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -102,8 +102,22 @@ class NamespaceHttp:
     ) -> Response:
         """One request (JSON body if ``body`` is not None). With ``follow``, 307/308 redirects
         are followed with the same method and body, as ``curl -L`` does."""
-        future = self._pool.submit(self._request, url, method, body, headers, follow, timeout_s)
-        return future.result()
+        return self.submit(
+            url, method, body, headers=headers, follow=follow, timeout_s=timeout_s
+        ).result()
+
+    def submit(
+        self,
+        url: str,
+        method: str = "GET",
+        body: Any = None,
+        *,
+        headers: dict[str, str] | None = None,
+        follow: bool = False,
+        timeout_s: float = 10.0,
+    ) -> Future[Response]:
+        """``request`` without waiting: its Response, later."""
+        return self._pool.submit(self._request, url, method, body, headers, follow, timeout_s)
 
     def _request(
         self,

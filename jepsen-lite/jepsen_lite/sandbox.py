@@ -180,6 +180,7 @@ class Node:
     config: Path
     log: Path
     process: subprocess.Popen[bytes] | None = None
+    paused: bool = False
 
     @property
     def raft_address(self) -> str:
@@ -196,6 +197,12 @@ class Node:
     @property
     def pid(self) -> int | None:
         return None if self.process is None else self.process.pid
+
+    @property
+    def pid_checked(self) -> int:
+        if self.process is None:
+            raise SandboxError(f"{self.node_id} was never started")
+        return self.process.pid
 
     @property
     def running(self) -> bool:
@@ -365,14 +372,36 @@ class Sandbox:
                 cwd=self.root,
                 preexec_fn=_die_with_parent,
             )
+        node.paused = False
         return node
 
     def kill(self, node_id: str) -> None:
-        """kill -9 by PID: no clean shutdown."""
-        process = self.node(node_id).process
+        """kill -9 by PID: no clean shutdown (a paused node dies too). ``start`` brings it back
+        on the same data dir."""
+        node = self.node(node_id)
+        process = node.process
         if process is not None and process.poll() is None:
-            process.kill()
+            os.kill(process.pid, signal.SIGKILL)
             process.wait(STOP_GRACE_S)
+        node.paused = False
+
+    def pause(self, node_id: str) -> None:
+        """SIGSTOP by PID: the process freezes (raft timers, HTTP server and all)."""
+        node = self._running(node_id)
+        os.kill(node.pid_checked, signal.SIGSTOP)
+        node.paused = True
+
+    def resume(self, node_id: str) -> None:
+        """SIGCONT by PID."""
+        node = self._running(node_id)
+        os.kill(node.pid_checked, signal.SIGCONT)
+        node.paused = False
+
+    def _running(self, node_id: str) -> Node:
+        node = self.node(node_id)
+        if not node.running:
+            raise SandboxError(f"{node_id} is not running")
+        return node
 
     def stop_all(self) -> None:
         running = [n.process for n in self.nodes if n.process is not None]
