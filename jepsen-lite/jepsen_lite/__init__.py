@@ -10,7 +10,17 @@ Errors::
                       the message is a one-line reason
 """
 
-from jepsen_lite.checkers import Result, compose, convergence, election_safety, no_lost_spend
+from jepsen_lite.checkers import (
+    Result,
+    compose,
+    convergence,
+    election_safety,
+    exactly_once,
+    no_lost_spend,
+    no_overspend,
+    stale_reads,
+    stats,
+)
 from jepsen_lite.history import History, Op, load, outcome
 from jepsen_lite.http import NamespaceHttp, Response
 from jepsen_lite.net import Net
@@ -33,8 +43,12 @@ __all__ = [
     "compose",
     "convergence",
     "election_safety",
+    "exactly_once",
     "load",
     "no_lost_spend",
+    "no_overspend",
     "outcome",
     "preflight",
+    "stale_reads",
+    "stats",
 ]

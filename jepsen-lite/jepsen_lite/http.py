@@ -12,9 +12,10 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from jepsen_lite._run import SandboxError
 
@@ -25,6 +26,7 @@ WORKERS_MAX: Final = 16
 #: Redirects followed by one request with ``follow``.
 REDIRECTS_MAX: Final = 5
 _CLONE_NEWNET: Final = 0x40000000
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,29 @@ class NamespaceHttp:
     ) -> Future[Response]:
         """``request`` without waiting: its Response, later."""
         return self._pool.submit(self._request, url, method, body, headers, follow, timeout_s)
+
+    def submit_call(self, call: Callable[[], T]) -> Future[T]:
+        """Run ``call`` on one of the namespace's worker threads (it may use
+        ``request_here``); its result, later."""
+
+        def checked() -> T:
+            self._check()
+            return call()
+
+        return self._pool.submit(checked)
+
+    def request_here(
+        self,
+        url: str,
+        method: str = "GET",
+        body: Any = None,
+        *,
+        headers: dict[str, str] | None = None,
+        timeout_s: float = 10.0,
+    ) -> Response:
+        """``request`` on the calling thread, which must be one of this object's workers
+        (inside ``submit_call``); raises SandboxError otherwise."""
+        return self._request(url, method, body, headers, False, timeout_s)
 
     def _request(
         self,

@@ -1,6 +1,9 @@
-"""One jepsen-lite run end to end: 3 real nodes, spends and reserve/commit from 4 workers while
-the nemesis isolates the leader for 5 s, heals, then kills -9 a node and restarts it; then the
-no-lost-spend, convergence and election-safety checkers must all say valid. The run leaves
+"""One jepsen-lite run end to end: 3 real nodes, spends, reserve/commit and strong reads from 4
+workers while the nemesis isolates the leader for 5 s, heals, pauses the new leader (SIGSTOP)
+for 4 s and resumes it (then strong reads through it at once), then kills -9 a node and
+restarts it. After heal every write is re-sent with its key (I3), and every checker — I1 no
+overspend, I2 no lost spend (exact once I3 resolved the info ops), I3 exactly once, I4 stale
+reads, I5 convergence, election safety, stats — must say valid. The run leaves
 history.jsonl and results.json in the test's tmp dir; observations are printed (run with -s).
 """
 
@@ -10,20 +13,28 @@ import json
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from jepsen_lite import ClusterSampler, History, Sandbox, Workload, preflight
+from jepsen_lite import ClusterSampler, History, Op, Sandbox, Workload, preflight
 from jepsen_lite.checkers import (
+    WRITES,
     Result,
     compose,
     convergence,
     election_safety,
+    exactly_once,
     no_lost_spend,
+    no_overspend,
+    stale_reads,
+    stats,
     write_results,
 )
+from jepsen_lite.history import pairs
+from jepsen_lite.workload import CAMPAIGNS, spent_of
 
 pytestmark = pytest.mark.jepsen
 
@@ -50,14 +61,39 @@ def leader_of(sandbox: Sandbox, among: list[str]) -> str | None:
     return None
 
 
-def nemesis(history: History, f: str, value: dict[str, Any], action: Callable[[], None]) -> None:
+def nemesis(history: History, f: str, value: dict[str, Any], action: Callable[[], object]) -> None:
     invoked = history.invoke("nemesis", f, value)
     action()
     history.complete(invoked, "info")  # a fault's effect is never certain
 
 
+def resend_phase(
+    workload: Workload, leader: str, ops: list[Op], tmp_path: Path
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, int | None]]]:
+    """I3's re-sends after heal: every ok write once, every info (or unfinished) write twice,
+    each to the leader with its original key and body; the leader's strong totals around
+    each round. Written to resends.jsonl."""
+    oks = [i for i, c in pairs(ops) if i.f in WRITES and c is not None and c.type == "ok"]
+    infos = [i for i, c in pairs(ops) if i.f in WRITES and (c is None or c.type == "info")]
+
+    def totals() -> dict[str, int | None]:
+        return {c: workload.read(leader, c, consistency="strong") for c in CAMPAIGNS}
+
+    phases = {"before": totals()}
+    resends = workload.resend(leader, oks, round_=1, limit_s=20.0)
+    phases["after_ok"] = totals()
+    resends += workload.resend(leader, infos, round_=1, limit_s=10.0)
+    phases["after_info_1"] = totals()
+    resends += workload.resend(leader, infos, round_=2, limit_s=10.0)
+    phases["after_info_2"] = totals()
+    rows = [asdict(r) for r in resends]
+    with (tmp_path / "resends.jsonl").open("w", encoding="utf-8") as out:
+        out.writelines(json.dumps(row, sort_keys=True) + "\n" for row in rows)
+    return rows, phases
+
+
 @needs_sandbox
-def test_no_lost_spend_through_isolation_and_kill_9(tmp_path: Path) -> None:
+def test_checkers_hold_through_isolation_pause_and_kill_9(tmp_path: Path) -> None:
     started = time.monotonic()
     history = History(tmp_path / "history.jsonl")
     with Sandbox(tmp_path / "cluster") as sandbox:
@@ -65,7 +101,7 @@ def test_no_lost_spend_through_isolation_and_kill_9(tmp_path: Path) -> None:
             ids = sandbox.node_ids
             until(lambda: leader_of(sandbox, ids), "one leader")
             workload = Workload(
-                sandbox, history, workers=4, ops_max=2500, duration_s=22.0, pause_s=0.05
+                sandbox, history, workers=4, ops_max=2500, duration_s=24.0, pause_s=0.05
             )
             sampler = ClusterSampler(sandbox, history)
             try:
@@ -77,7 +113,15 @@ def test_no_lost_spend_through_isolation_and_kill_9(tmp_path: Path) -> None:
                 nemesis(history, "isolate", {"node": old}, lambda: sandbox.net.isolate(old))
                 time.sleep(5.0)
                 nemesis(history, "heal", {}, sandbox.net.heal)
-                time.sleep(3.0)
+                time.sleep(2.0)
+                paused = until(lambda: leader_of(sandbox, ids), "a leader to pause")
+                nemesis(history, "pause", {"node": paused}, lambda: sandbox.pause(paused))
+                time.sleep(4.0)
+                nemesis(history, "resume", {"node": paused}, lambda: sandbox.resume(paused))
+                # Strong reads through the resumed (deposed) leader at once.
+                for campaign_id in (*CAMPAIGNS, *CAMPAIGNS):
+                    workload.read_op("probe", paused, campaign_id)
+                time.sleep(2.0)
                 victim = leader_of(sandbox, ids) or ids[-1]
                 nemesis(history, "kill", {"node": victim}, lambda: sandbox.kill(victim))
                 time.sleep(3.0)
@@ -96,42 +140,70 @@ def test_no_lost_spend_through_isolation_and_kill_9(tmp_path: Path) -> None:
                     final_views = until(views, "all nodes on one digest", limit_s=20.0)
                 except AssertionError:
                     final_views = {n: sandbox.view(n, fresh_digest=True) for n in ids}
-                strong = workload.final_reads(consistency="strong")
-                local = workload.final_reads(consistency="local")
+                strong = workload.final_states(consistency="strong")
+                local = workload.final_states(consistency="local")
+                leader = until(lambda: leader_of(sandbox, ids), "a leader for the re-sends")
+                resend_started = time.monotonic()
+                resends, totals = resend_phase(workload, leader, history.ops, tmp_path)
+                resend_s = time.monotonic() - resend_started
             finally:
                 sampler.stop()
                 workload.close()
                 history.close()
             ops = history.ops
+            states = {f"{n}/strong": v for n, v in strong.items()} | {
+                f"{n}/local": v for n, v in local.items()
+            }
+            once = exactly_once(ops, resends, totals)
             results: dict[str, Result] = {
-                "no_lost_spend": no_lost_spend(
-                    ops,
-                    {f"{n}/strong": v for n, v in strong.items()}
-                    | {f"{n}/local": v for n, v in local.items()},
-                ),
+                "no_lost_spend": no_lost_spend(ops, spent_of(states), once.detail["applied"]),
+                "exactly_once": once,
+                "stale_reads": stale_reads(ops),
+                "no_overspend": no_overspend(ops, states),
+                "stats": stats(ops),
                 "convergence": convergence(final_views),
                 "election_safety": election_safety(sampler.samples),
             }
             counts = Counter(
                 f"{op.f}:{op.type}" for op in ops if op.type != "invoke" and op.process != "nemesis"
             )
+            probes = Counter(
+                f"{op.type}:{op.error or op.value.get('status')}"
+                for op in ops
+                if op.process == "probe" and op.type != "invoke"
+            )
             observed = {
                 "ops": dict(sorted(counts.items())),
                 "processes": len({op.process for op in ops}),
                 "isolated": old,
+                "paused": paused,
                 "killed": victim,
+                "probe_reads_on_resumed": dict(probes),
                 "samples": len(sampler.samples),
                 "terms": results["election_safety"].detail["terms"],
-                "final_strong": strong,
+                "stale_reads": results["stale_reads"].detail,
+                "no_overspend": results["no_overspend"].detail,
+                "exactly_once": {
+                    k: v for k, v in once.detail.items() if k not in ("applied", "totals")
+                },
+                "totals": once.detail["totals"],
+                "no_lost_spend": {
+                    k: results["no_lost_spend"].detail[k]
+                    for k in ("ok_ops", "info_ops", "info_resolved", "exact")
+                },
+                "ok_before_first_fault": results["stats"].detail["ok_before_first_fault"],
                 "workload_s": round(workload_s, 1),
+                "resend_s": round(resend_s, 1),
                 "total_s": round(time.monotonic() - started, 1),
             }
             write_results(tmp_path / "results.json", results, observed=observed)
             print("\nOBSERVED run:", json.dumps(observed))
             print("RESULTS:", {name: r.valid for name, r in results.items()})
             assert (tmp_path / "history.jsonl").stat().st_size > 0
-            # Non-vacuous: both kinds of spend were acknowledged.
-            assert counts["spend:ok"] > 0 and counts["commit:ok"] > 0, counts
+            # Non-vacuous: caps were reached, reads were checked, info ops were resolved.
+            assert results["no_overspend"].detail["budget_exhausted_refusals"] > 0
+            assert results["stale_reads"].detail["ok_reads"] > 0
+            assert results["no_lost_spend"].detail["exact"], results["no_lost_spend"].detail
             for name, result in results.items():
                 assert result.valid == "valid", (name, result)
             assert compose(results) == "valid"
