@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from jepsen_lite import ClusterSampler, History, Op, Sandbox, Workload, preflight
+from jepsen_lite import ClusterSampler, History, Op, Sandbox, Workload
 from jepsen_lite.checkers import (
     WRITES,
     Result,
@@ -35,30 +35,9 @@ from jepsen_lite.checkers import (
 )
 from jepsen_lite.history import pairs
 from jepsen_lite.workload import CAMPAIGNS, spent_of
+from tests.jepsen.helpers import agreed_leader, needs_sandbox, until
 
 pytestmark = pytest.mark.jepsen
-
-REASON = preflight()
-needs_sandbox = pytest.mark.skipif(REASON is not None, reason=REASON or "")
-
-
-def until(condition: Callable[[], Any], what: str, limit_s: float = 30.0) -> Any:
-    deadline = time.monotonic() + limit_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = condition()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {limit_s} s waiting for {what} (last: {last!r})")
-
-
-def leader_of(sandbox: Sandbox, among: list[str]) -> str | None:
-    views = [sandbox.view(node_id) for node_id in among]
-    leaders = {view.get("leader_id") if view else None for view in views}
-    if len(leaders) == 1 and (leader := leaders.pop()) in among:
-        return str(leader)
-    return None
 
 
 def nemesis(history: History, f: str, value: dict[str, Any], action: Callable[[], object]) -> None:
@@ -99,7 +78,7 @@ def test_checkers_hold_through_isolation_pause_and_kill_9(tmp_path: Path) -> Non
     with Sandbox(tmp_path / "cluster") as sandbox:
         try:
             ids = sandbox.node_ids
-            until(lambda: leader_of(sandbox, ids), "one leader")
+            until(lambda: agreed_leader(sandbox, ids), "one leader")
             workload = Workload(
                 sandbox, history, workers=4, ops_max=2500, duration_s=24.0, pause_s=0.05
             )
@@ -109,12 +88,12 @@ def test_checkers_hold_through_isolation_pause_and_kill_9(tmp_path: Path) -> Non
                 sampler.start()
                 workload.start()
                 time.sleep(2.0)
-                old = until(lambda: leader_of(sandbox, ids), "the leader")
+                old = until(lambda: agreed_leader(sandbox, ids), "the leader")
                 nemesis(history, "isolate", {"node": old}, lambda: sandbox.net.isolate(old))
                 time.sleep(5.0)
                 nemesis(history, "heal", {}, sandbox.net.heal)
                 time.sleep(2.0)
-                paused = until(lambda: leader_of(sandbox, ids), "a leader to pause")
+                paused = until(lambda: agreed_leader(sandbox, ids), "a leader to pause")
                 nemesis(history, "pause", {"node": paused}, lambda: sandbox.pause(paused))
                 time.sleep(4.0)
                 nemesis(history, "resume", {"node": paused}, lambda: sandbox.resume(paused))
@@ -122,7 +101,7 @@ def test_checkers_hold_through_isolation_pause_and_kill_9(tmp_path: Path) -> Non
                 for campaign_id in (*CAMPAIGNS, *CAMPAIGNS):
                     workload.read_op("probe", paused, campaign_id)
                 time.sleep(2.0)
-                victim = leader_of(sandbox, ids) or ids[-1]
+                victim = agreed_leader(sandbox, ids) or ids[-1]
                 nemesis(history, "kill", {"node": victim}, lambda: sandbox.kill(victim))
                 time.sleep(3.0)
                 nemesis(history, "start", {"node": victim}, lambda: sandbox.start(victim))
@@ -142,7 +121,7 @@ def test_checkers_hold_through_isolation_pause_and_kill_9(tmp_path: Path) -> Non
                     final_views = {n: sandbox.view(n, fresh_digest=True) for n in ids}
                 strong = workload.final_states(consistency="strong")
                 local = workload.final_states(consistency="local")
-                leader = until(lambda: leader_of(sandbox, ids), "a leader for the re-sends")
+                leader = until(lambda: agreed_leader(sandbox, ids), "a leader for the re-sends")
                 resend_started = time.monotonic()
                 resends, totals = resend_phase(workload, leader, history.ops, tmp_path)
                 resend_s = time.monotonic() - resend_started

@@ -14,21 +14,18 @@ import subprocess
 import sys
 import time
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from budgetd.api import Tokens
 from jepsen_lite import Net, Refused, Response, Sandbox, preflight
 from jepsen_lite.sandbox import remove_stale, sandbox_namespaces, tokens_file
+from tests.jepsen.helpers import agreed_leader, needs_sandbox, until
 
 pytestmark = pytest.mark.jepsen
 
-REASON = preflight()
-needs_sandbox = pytest.mark.skipif(REASON is not None, reason=REASON or "")
-WAIT_S = 30.0
 
 CAMPAIGN = {
     "currency": "USD",
@@ -37,28 +34,6 @@ CAMPAIGN = {
     "pacing": {"mode": "asap"},
     "status": "active",
 }
-
-
-def until(condition: Callable[[], Any], what: str, limit_s: float = WAIT_S) -> Any:
-    deadline = time.monotonic() + limit_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = condition()
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {limit_s} s waiting for {what} (last: {last!r})")
-
-
-def agreed_leader(sandbox: Sandbox, among: list[str]) -> str | None:
-    """The leader every node in ``among`` names, if they all name the same one of them."""
-    views = [sandbox.view(node_id) for node_id in among]
-    leaders = {view.get("leader_id") if view else None for view in views}
-    if len(leaders) == 1:
-        leader = leaders.pop()
-        if leader in among:
-            return str(leader)
-    return None
 
 
 def converged(sandbox: Sandbox) -> str | None:
