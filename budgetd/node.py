@@ -40,9 +40,8 @@ _OUTCOMES = {Outcome.OK: LogOutcome.OK, Outcome.FAILED: LogOutcome.FAILED}
 class _RaftLog:
     """The replicated log as the proposer sees it."""
 
-    def __init__(self, raft: RaftNode, settings: NodeSettings) -> None:
+    def __init__(self, raft: RaftNode) -> None:
         self._raft = raft
-        self._settings = settings
 
     def propose(
         self,
@@ -58,11 +57,8 @@ class _RaftLog:
         return self._raft.is_leader()
 
     def leader_http(self) -> str | None:
-        leader = self._raft.leader_id()
-        for member in self._settings.members:
-            if member.id == leader:
-                return member.http_address
-        return None
+        leader = self._raft.leader_member()
+        return None if leader is None else leader.http_address
 
     def applied_index(self) -> int:
         return self._raft.applied_index()
@@ -74,7 +70,7 @@ class Node:
     def __init__(self, settings: NodeSettings) -> None:
         self.settings = settings
         self.raft = RaftNode(settings)
-        self.proposer = Proposer(_RaftLog(self.raft, settings), settings.proposer)
+        self.proposer = Proposer(_RaftLog(self.raft), settings.proposer)
         self._digest: tuple[float, int, str] | None = None
 
     @property

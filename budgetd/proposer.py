@@ -24,7 +24,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from budgetd.codec import encode_batch
@@ -99,8 +99,6 @@ class ProposerStats:
     entries_unknown: int = 0
     requests_timed_out: int = 0
     requests_rejected_queue_full: int = 0
-    batch_ops_last: int = 0
-    batch_sizes: deque[int] = field(default_factory=lambda: deque(maxlen=1024))
 
 
 def _consume(future: asyncio.Future[list[dict[str, Any]]]) -> None:
@@ -224,8 +222,6 @@ class Proposer:
             self._inflight.append(entry)
             self.stats.entries_proposed += 1
             self.stats.ops_proposed += len(ops)
-            self.stats.batch_ops_last = len(ops)
-            self.stats.batch_sizes.append(len(ops))
             loop = self._loop
             assert loop is not None
 

@@ -114,12 +114,6 @@ class NodeSettings:
     def peers(self) -> tuple[Member, ...]:
         return tuple(member for member in self.members if member.id != self.node_id)
 
-    def member_by_raft_address(self, raft_address: str) -> Member | None:
-        for member in self.members:
-            if member.raft_address == raft_address:
-                return member
-        return None
-
     def cluster_secret(self) -> str | None:
         """The cluster secret from secret_file or BUDGETD_CLUSTER_SECRET, or None."""
         if self.secret_file:

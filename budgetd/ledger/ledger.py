@@ -16,11 +16,11 @@ import hashlib
 import re
 import sys
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from heapq import heappop, heappush
 from typing import Any, Final
 
-from budgetd.ledger import codes, pacing
+from budgetd.ledger import pacing
 from budgetd.ledger.calendar import (
     TZDATA_VERSION,
     day_bounds,
@@ -44,7 +44,13 @@ from budgetd.ledger.codes import (
     VERSION_CONFLICT,
 )
 from budgetd.ledger.currencies import ISO_4217
-from budgetd.ledger.limits import INT64_MAX, TIMESTAMP_MS_MAX, Limits
+from budgetd.ledger.limits import (
+    CAMPAIGN_DEPTH_MAX,
+    INT64_MAX,
+    SEGMENT_LENGTH_MAX,
+    TIMESTAMP_MS_MAX,
+    Limits,
+)
 from budgetd.ledger.pacing import ASAP, PPM, TRAFFIC_SHAPED, allowance_micros
 from budgetd.ledger.state import CLOSED, EXPIRED, OPEN, STATE_NAMES, Campaign, DayCounters
 from budgetd.ledger.state import Reservation as _Reservation
@@ -62,8 +68,8 @@ EXPIRY_BUCKET_MS: Final = 100
 #: Idempotency keys are forgotten in groups this wide, once all are older than the retention.
 KEY_BUCKET_MS: Final = 60_000
 
-_SEGMENT = r"[A-Za-z0-9_.\-]{1,64}"
-_CAMPAIGN_ID: Final = re.compile(rf"{_SEGMENT}(?::{_SEGMENT}){{0,3}}")
+_SEGMENT = rf"[A-Za-z0-9_.\-]{{1,{SEGMENT_LENGTH_MAX}}}"
+_CAMPAIGN_ID: Final = re.compile(rf"{_SEGMENT}(?::{_SEGMENT}){{0,{CAMPAIGN_DEPTH_MAX - 1}}}")
 
 Result = tuple[Any, ...]
 Rendered = dict[str, Any]
@@ -1501,9 +1507,3 @@ def _import_reservation(row: list[Any], campaigns: dict[str, Campaign]) -> _Rese
     reservation.late = late
     reservation.ended_at_ms = ended_at
     return reservation
-
-
-def iter_codes() -> Iterator[str]:
-    """Every code a command can return."""
-    yield OK
-    yield from codes.REFUSALS

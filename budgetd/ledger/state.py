@@ -54,7 +54,6 @@ class Campaign:
         "daily_budget_micros",
         "day_end_ms",
         "day_start_ms",
-        "depth",
         "end_ms",
         "gated",
         "held_total_micros",
@@ -84,7 +83,6 @@ class Campaign:
         self.parent = parent
         self.seq = seq
         self.zone = zone
-        self.depth: int = 1 if parent is None else parent.depth + 1
         #: This campaign and its ancestors, nearest first: every level a hold or spend touches.
         self.path: tuple[Campaign, ...] = (self,) if parent is None else (self, *parent.path)
         self.children: list[Campaign] = []
@@ -118,10 +116,7 @@ class Campaign:
         self.total_cap_micros: int | None = None
 
     def root(self) -> "Campaign":
-        node = self
-        while node.parent is not None:
-            node = node.parent
-        return node
+        return self.path[-1]
 
     def subtree(self) -> "list[Campaign]":
         """This campaign and its descendants, parents before children, in creation order."""
