@@ -9,7 +9,7 @@ Imports no budgetd module.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Final
 
 from jepsen_lite._run import run
@@ -41,6 +41,12 @@ class Net:
         self.namespace = namespace
         self.addresses = dict(addresses)
         self._cut: frozenset[tuple[str, str]] = frozenset()
+        self._listeners: list[Callable[[frozenset[tuple[str, str]]], None]] = []
+
+    def on_apply(self, listener: Callable[[frozenset[tuple[str, str]]], None]) -> None:
+        """Call ``listener`` with the new cut pairs after every change the table took (a
+        userspace relay cuts the links it carries the same way)."""
+        self._listeners.append(listener)
 
     def install(self) -> None:
         """Create the table with an empty cut set (a fresh control namespace has no rules)."""
@@ -71,6 +77,8 @@ class Net:
             script += f"add element inet {TABLE} cut {{ {elements} }}\n"
         self._nft(script)
         self._cut = wanted
+        for listener in self._listeners:
+            listener(wanted)
 
     def partition(self, groups: Sequence[Iterable[str]]) -> None:
         """Split the nodes into ``groups``: every node in exactly one; links between groups

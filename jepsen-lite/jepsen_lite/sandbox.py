@@ -38,7 +38,8 @@ from typing import Any, Final
 
 from jepsen_lite._run import Refused, SandboxError, run
 from jepsen_lite.http import NamespaceHttp, Response
-from jepsen_lite.net import Net
+from jepsen_lite.net import TABLE, Net
+from jepsen_lite.relay import WanRelay, check_dc
 
 __all__ = [
     "HTTP_PORT",
@@ -164,7 +165,7 @@ def node_config(node: Node, members: list[Node], *, raft: Mapping[str, int]) -> 
             f'id = "{member.node_id}"',
             f'raft_address = "{member.raft_address}"',
             f'http_address = "{member.http_address}"',
-            'dc = "jepsen"',
+            f'dc = "{member.dc}"',
         ]
     lines += ["", "[api]", 'tokens_file = "tokens.toml"', ""]
     if raft:
@@ -181,6 +182,7 @@ class Node:
     log: Path
     process: subprocess.Popen[bytes] | None = None
     paused: bool = False
+    dc: str = "jepsen"
 
     @property
     def raft_address(self) -> str:
@@ -216,6 +218,10 @@ class Sandbox:
     every node; leaving the block (normally or by an exception) stops every node by PID and
     deletes every namespace it made. ``raft`` holds ``[raft]`` settings (e.g.
     ``{"leader_fallback_ms": 2000}``); the budgetd defaults otherwise.
+
+    ``dcs`` (node id → data center, every node) turns on WAN mode: each node's config names
+    its ``dc``, and node-to-node TCP runs through a relay (jepsen_lite.relay) whose delays
+    ``set_latency`` and ``clear_latency`` change during a run.
     """
 
     def __init__(
@@ -226,6 +232,7 @@ class Sandbox:
         raft: Mapping[str, int] | None = None,
         python: str = sys.executable,
         log_level: str = "info",
+        dcs: Mapping[str, str] | None = None,
     ) -> None:
         if not 1 <= size <= NODES_MAX:
             raise ValueError(f"size must be in 1..{NODES_MAX}, got {size}")
@@ -251,9 +258,21 @@ class Sandbox:
         self.net = Net(self.control, {n.node_id: n.ip for n in self.nodes})
         self._namespaces: list[str] = []
         self._http: NamespaceHttp | None = None
+        self.dcs = None if dcs is None else self._place(dcs)
+        self._relay: WanRelay | None = None
 
     def _ip(self, octet: int) -> str:
         return f"10.77.{self.subnet_octet}.{octet}"
+
+    def _place(self, dcs: Mapping[str, str]) -> dict[str, str]:
+        """Check ``dcs`` names every node and only nodes, and set each node's ``dc``."""
+        extra = sorted(set(dcs) - set(self.node_ids))
+        missing = sorted(set(self.node_ids) - set(dcs))
+        if extra or missing:
+            raise ValueError(f"dcs must name every node once: unknown {extra}, missing {missing}")
+        for node in self.nodes:
+            node.dc = check_dc(dcs[node.node_id])
+        return {node_id: dcs[node_id] for node_id in self.node_ids}
 
     # Life cycle ---------------------------------------------------------------------------------
 
@@ -299,7 +318,16 @@ class Sandbox:
                 "via", self.control_ip, "dev", "eth0",
             )  # fmt: skip
         self.net.install()
+        if self.dcs is not None:
+            self._install_relay(self.dcs)
         self._write_folder()
+
+    def _install_relay(self, dcs: Mapping[str, str]) -> None:
+        addresses = {node.node_id: node.ip for node in self.nodes}
+        relay = WanRelay(self.control, self.control_ip, addresses, dcs, table=TABLE)
+        self._relay = relay
+        relay.install()
+        self.net.on_apply(relay.set_cut)
 
     def _add_namespace(self, name: str) -> None:
         run(["ip", "netns", "add", name])
@@ -329,6 +357,12 @@ class Sandbox:
         if self._http is not None:
             self._http.close()
             self._http = None
+        if self._relay is not None:
+            try:
+                self._relay.close()
+            except SandboxError as error:
+                problems.append(str(error))
+            self._relay = None
         for name in reversed(self._namespaces):
             try:
                 _kill_namespace_pids(name)
@@ -463,3 +497,26 @@ class Sandbox:
         if response.status != 200 or not isinstance(response.body, dict):
             return None
         return response.body
+
+    # WAN mode -----------------------------------------------------------------------------------
+
+    @property
+    def relay(self) -> WanRelay:
+        """The WAN relay; SandboxError unless the sandbox was built with ``dcs``."""
+        if self._relay is None:
+            raise SandboxError("no WAN relay: build the sandbox with dcs={node id: dc}")
+        return self._relay
+
+    def set_latency(
+        self, dc_a: str, dc_b: str, *, one_way_ms: float, jitter_ms: float = 0.0
+    ) -> None:
+        """Hold every chunk of node-to-node TCP between ``dc_a`` and ``dc_b`` (both ways)
+        ``one_way_ms`` ± ``jitter_ms`` from now on; ValueError for an unknown data center or a
+        delay out of range."""
+        self.relay.set_latency(
+            dc_a, dc_b, one_way_s=one_way_ms / 1000.0, jitter_s=jitter_ms / 1000.0
+        )
+
+    def clear_latency(self) -> None:
+        """No added delay on any link from now on."""
+        self.relay.clear_latency()
