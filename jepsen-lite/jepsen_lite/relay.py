@@ -185,10 +185,12 @@ class WanRelay:
         return (
             f"add set {t} wan_nodes {{ type ipv4_addr; }}\n"
             f"add element {t} wan_nodes {{ {elements} }}\n"
-            f"add chain {t} wan_pre {{ type nat hook prerouting priority dstnat; policy accept; }}\n"
+            f"add chain {t} wan_pre "
+            "{ type nat hook prerouting priority dstnat; policy accept; }\n"
             f"add rule {t} wan_pre ip saddr @wan_nodes ip daddr @wan_nodes meta l4proto tcp "
             f"redirect to :{self.port}\n"
-            f"add chain {t} wan_in {{ type filter hook input priority filter; policy accept; }}\n"
+            f"add chain {t} wan_in "
+            "{ type filter hook input priority filter; policy accept; }\n"
             f"add rule {t} wan_in ct original ip saddr . ct original ip daddr @cut "
             "meta l4proto tcp reject with tcp reset\n"
         )
@@ -214,10 +216,9 @@ class WanRelay:
         for dc in (dc_a, dc_b):
             if dc not in known:
                 raise ValueError(f"unknown data center {dc!r}; known: {', '.join(sorted(known))}")
-        if not (0.0 <= one_way_s and 0.0 <= jitter_s <= one_way_s):
+        if not (one_way_s >= 0.0 and 0.0 <= jitter_s <= one_way_s):
             raise ValueError(
-                f"need 0 <= jitter <= one-way delay, got one-way {one_way_s} s, "
-                f"jitter {jitter_s} s"
+                f"need 0 <= jitter <= one-way delay, got one-way {one_way_s} s, jitter {jitter_s} s"
             )
         if (one_way_s + jitter_s) * 1000 > DELAY_MS_MAX:
             raise ValueError(f"one-way delay plus jitter above DELAY_MS_MAX={DELAY_MS_MAX} ms")
@@ -383,9 +384,7 @@ class WanRelay:
                 self._counts["reset_by_cut"] += 1
         finally:
             self._conns.discard(conn)
-            for sock in (conn.client, conn.server):
-                if sock is None:
-                    continue
+            for sock in [s for s in (conn.client, conn.server) if s is not None]:
                 if graceful:
                     sock.close()
                 else:
