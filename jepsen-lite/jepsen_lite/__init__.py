@@ -25,6 +25,7 @@ from jepsen_lite.history import History, Op, load, outcome
 from jepsen_lite.http import NamespaceHttp, Response
 from jepsen_lite.net import Net
 from jepsen_lite.sandbox import Node, Refused, Sandbox, SandboxError, preflight
+from jepsen_lite.wan import WanLatency
 from jepsen_lite.workload import ClusterSampler, Workload
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "Result",
     "Sandbox",
     "SandboxError",
+    "WanLatency",
     "Workload",
     "compose",
     "convergence",

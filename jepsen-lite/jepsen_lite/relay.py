@@ -57,6 +57,8 @@ CHUNK_BYTES: Final = 64 * 1024
 DELAY_MS_MAX: Final = 10_000
 #: Connecting to the real destination (a local veth hop) may take this long.
 CONNECT_TIMEOUT_S: Final = 5.0
+#: Pause after a failed accept(2) before the next.
+ACCEPT_RETRY_S: Final = 0.05
 #: ``set_cut`` and ``close`` wait this long for the relay thread.
 CONTROL_TIMEOUT_S: Final = 10.0
 
@@ -160,6 +162,7 @@ class WanRelay:
         self._conns: set[_Conn] = set()
         self._counts = {
             "accepted": 0,
+            "accept_failed": 0,
             "refused_cut": 0,
             "refused_limit": 0,
             "refused_unknown": 0,
@@ -212,6 +215,7 @@ class WanRelay:
     def set_latency(self, dc_a: str, dc_b: str, *, one_way_s: float, jitter_s: float = 0.0) -> None:
         """Delay every chunk between ``dc_a`` and ``dc_b`` (both directions; the same name
         twice means inside that data center) from now on; chunks already held keep theirs."""
+        self._check_running()
         known = set(self.dcs.values())
         for dc in (dc_a, dc_b):
             if dc not in known:
@@ -241,11 +245,16 @@ class WanRelay:
         """Cut pairs (directed, by node id) changed: reset every relayed connection between a
         cut pair (either direction), and refuse new ones, before this returns."""
         self._cut = frozenset(pairs)
+        self._check_running()
         loop = self._loop
         if loop is None or loop.is_closed():
             return
         future = asyncio.run_coroutine_threadsafe(self._reset_cut(), loop)
         future.result(CONTROL_TIMEOUT_S)
+
+    def _check_running(self) -> None:
+        if self._thread is not None and not self._thread.is_alive():
+            raise SandboxError("the WAN relay thread has stopped: node links are down")
 
     def stats(self) -> dict[str, int]:
         """Counters since install, plus ``open`` connections now."""
@@ -312,7 +321,12 @@ class WanRelay:
     async def _accept(self, listener: socket.socket) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            client, peer = await loop.sock_accept(listener)
+            try:
+                client, peer = await loop.sock_accept(listener)
+            except OSError:  # e.g. out of file descriptors: the client is not accepted
+                self._counts["accept_failed"] += 1
+                await asyncio.sleep(ACCEPT_RETRY_S)
+                continue
             client.setblocking(False)
             try:
                 destination_ip, destination_port = original_destination(client)

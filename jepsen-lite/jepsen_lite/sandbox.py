@@ -14,8 +14,9 @@ Topology (addresses exist only inside these namespaces; nothing touches the host
 
 Every node-to-node packet is routed through the control namespace, where jepsen_lite.net cuts
 links; the harness talks to nodes from the control namespace (jepsen_lite.http), a path no
-partition cuts. Node processes get SIGKILL if the harness dies (PR_SET_PDEATHSIG); namespaces
-left by a dead harness are deleted by the next sandbox.
+partition cuts. With ``dcs`` (WAN mode) node-to-node TCP is redirected there to a relay that
+delays it per data-center pair (jepsen_lite.relay). Node processes get SIGKILL if the harness
+dies (PR_SET_PDEATHSIG); namespaces left by a dead harness are deleted by the next sandbox.
 """
 
 from __future__ import annotations
