@@ -13,7 +13,8 @@ Cuts (jepsen_lite.net) hold on relayed links as they do on routed ones: a new co
 cut pair is refused by nftables (``ct original`` addresses, TCP reset, as the forward chain
 does), and ``set_cut`` resets both legs of every relayed connection of a cut pair (either
 direction). Bytes are never dropped from a live connection: a connection is relayed whole, or
-reset whole.
+reset whole. A new connection's first bytes set out only after the round trip its handshake
+would have taken.
 """
 
 from __future__ import annotations
@@ -97,6 +98,7 @@ class _Conn:
     source: str
     destination: str
     client: socket.socket
+    accepted_at: float
     server: socket.socket | None = None
     task: asyncio.Task[None] | None = None
     cut: bool = False
@@ -109,6 +111,8 @@ class _Pipe:
     chunks: deque[tuple[float, bytes | None]] = field(default_factory=deque)
     held_bytes: int = 0
     last_release: float = 0.0
+    #: No chunk sets out before this (loop time).
+    not_before: float = 0.0
     readable: asyncio.Event = field(default_factory=asyncio.Event)
     space: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -347,7 +351,7 @@ class WanRelay:
                 _reset(client)
                 continue
             self._counts["accepted"] += 1
-            conn = _Conn(source, destination, client)
+            conn = _Conn(source, destination, client, loop.time())
             self._conns.add(conn)
             conn.task = asyncio.create_task(self._relay(conn, destination_ip, destination_port))
 
@@ -378,6 +382,11 @@ class WanRelay:
                 self._counts["connect_failed"] += 1
                 return
             up, down = _Pipe(), _Pipe()
+            # The client's first bytes wait for the handshake it would have made across the
+            # link (SYN there, SYN-ACK back), which the control namespace's kernel answered.
+            handshake_s = self._delay(conn.source, conn.destination)
+            handshake_s += self._delay(conn.destination, conn.source)
+            up.not_before = conn.accepted_at + handshake_s
             tasks = [
                 asyncio.create_task(self._read(up, conn.client, conn.source, conn.destination)),
                 asyncio.create_task(self._send(up, server)),
@@ -425,7 +434,8 @@ class WanRelay:
                 data = await loop.sock_recv(reader, CHUNK_BYTES)
             except OSError as error:
                 raise _Reset(str(error)) from error
-            release = max(pipe.last_release, loop.time() + self._delay(source, destination))
+            sets_out = max(loop.time(), pipe.not_before)
+            release = max(pipe.last_release, sets_out + self._delay(source, destination))
             pipe.last_release = release
             pipe.chunks.append((release, data or None))
             pipe.held_bytes += len(data)

@@ -34,7 +34,7 @@ from jepsen_lite.checkers import (
     stats,
     write_results,
 )
-from jepsen_lite.relay import Link
+from jepsen_lite.relay import CONNECTIONS_MAX, Link
 from jepsen_lite.wan import WAN_RAFT, WanLatency, dc_layout
 from jepsen_lite.workload import spent_of
 from tests.jepsen.helpers import agreed_leader, needs_sandbox, until
@@ -129,6 +129,15 @@ def round_trips(conn: socket.socket, rounds: int = ROUNDS) -> list[float]:
     return times
 
 
+def first_answer(server: tuple[str, int]) -> float:
+    """Seconds from connect() to the first echoed byte on a new connection."""
+    started = time.monotonic()
+    with socket.create_connection(server, timeout=10) as conn:
+        conn.sendall(b"h")
+        assert conn.recv(16) == b"h"
+    return time.monotonic() - started
+
+
 @needs_sandbox
 @pytest.mark.jepsen
 def test_relay_delays_keeps_order_and_cuts_hold(tmp_path: Path) -> None:
@@ -143,6 +152,7 @@ def test_relay_delays_keeps_order_and_cuts_hold(tmp_path: Path) -> None:
                 before = round_trips(conn)
                 sandbox.set_latency("dc-a", "dc-b", one_way_ms=40)
                 delayed = round_trips(conn)
+                fresh = on_n1(lambda: first_answer(server))
                 # Jitter never reorders: a burst of numbered chunks comes back as sent.
                 sandbox.set_latency("dc-a", "dc-b", one_way_ms=30, jitter_ms=20)
                 burst = b"".join(i.to_bytes(4, "big") for i in range(2000))
@@ -177,6 +187,7 @@ def test_relay_delays_keeps_order_and_cuts_hold(tmp_path: Path) -> None:
             {
                 "none": [round(t * 1000, 1) for t in before],
                 "40ms_one_way": [round(t * 1000, 1) for t in delayed],
+                "40ms_new_connection": round(fresh * 1000, 1),
                 "30±20ms": [round(t * 1000, 1) for t in jittered],
                 "relay": relay,
             }
@@ -184,11 +195,48 @@ def test_relay_delays_keeps_order_and_cuts_hold(tmp_path: Path) -> None:
     )
     # Each direction is held at least the one-way delay: a round trip at least twice it.
     assert min(delayed) >= 2 * 0.040
+    # A new connection pays its handshake's round trip before the first one.
+    assert fresh >= 4 * 0.040
     assert statistics.median(delayed) > statistics.median(before)
     assert min(jittered) >= 2 * 0.010
     assert min(healed) >= 2 * 0.010
     assert echoed == burst
     assert relay["reset_by_cut"] >= 1
+
+
+@needs_sandbox
+@pytest.mark.jepsen
+def test_relay_resets_connections_beyond_its_limit_and_recovers(tmp_path: Path) -> None:
+    sandbox = Sandbox(tmp_path / "cluster", size=2, dcs={"n1": "dc-a", "n2": "dc-b"})
+    sandbox.build()
+    try:
+        echo = Echo(sandbox, "n2")
+        server = (sandbox.node("n2").ip, ECHO_PORT)
+        with in_namespace(sandbox, "n1") as on_n1:
+
+            def connect() -> socket.socket:
+                return socket.create_connection(server, timeout=10)
+
+            held = [on_n1(connect) for _ in range(CONNECTIONS_MAX)]
+            for conn in held:
+                round_trips(conn, 1)  # every one of them is relayed
+            extra = on_n1(connect)  # the kernel accepts it; the relay resets it
+            with extra, pytest.raises(ConnectionResetError):
+                extra.sendall(b"x")
+                if not extra.recv(16):
+                    raise ConnectionResetError("closed without an answer")
+            at_limit = sandbox.relay.stats()
+            held.pop().close()
+            until(lambda: sandbox.relay.stats()["open"] < CONNECTIONS_MAX, "a free slot")
+            with on_n1(connect) as again:
+                round_trips(again, 1)
+            for conn in held:
+                conn.close()
+        echo.close()
+    finally:
+        sandbox.teardown()
+    assert at_limit["open"] == CONNECTIONS_MAX
+    assert at_limit["refused_limit"] == 1
 
 
 @needs_sandbox
@@ -290,6 +338,9 @@ def test_reserve_latency_through_the_leader_grows_with_wan_delay(tmp_path: Path)
         try:
             ids = sandbox.node_ids
             leader = until(lambda: agreed_leader(sandbox, ids), "one leader")
+            view = sandbox.view(leader)
+            assert view is not None
+            assert {m["id"]: m["dc"] for m in view["members"]} == dc_layout(5)
             campaign = {
                 "currency": "USD",
                 "timezone": "UTC",
