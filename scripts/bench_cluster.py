@@ -13,6 +13,11 @@ median of ``--repeats`` runs:
 3. reserve throughput through /v1/batch (8 clients, 500 ops per request): ops/s;
 4. failover: kill -9 of the leader until a write is acknowledged by the new leader: seconds.
 
+With ``--vs-etcd`` it also starts a durable 3-member etcd on loopback (scripts/bench_etcd.py: the
+read-then-compare-and-swap budget recipe, linearizable reads, fsync on) and runs 1 and 2 against it
+in the same run, then prints budgetd/etcd ratios. Both sides end with a conservation check: the
+slices granted in answers equal the budget the store says it has taken.
+
 The load generator shares the machine's two cores with the three nodes; the figures are for this
 machine as a whole, not for a node alone. Writes JSON to bench-results/cluster-<time>.json.
 """
@@ -23,6 +28,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -31,6 +37,7 @@ from typing import Any
 
 import aiohttp
 import msgpack
+from bench_etcd import EtcdBudgets, etcd_cluster
 
 from budgetd.localcluster import LocalCluster
 
@@ -64,7 +71,7 @@ def reserve_body(index: int) -> dict[str, Any]:
     return {
         "campaign_id": f"bench:c{index % CAMPAIGNS}",
         "amount_micros": 1_000,
-        "ttl_ms": 60_000,
+        "ttl_ms": 3_600_000,
         "bidder_id": f"bidder-{index % 64}",
     }
 
@@ -118,16 +125,19 @@ async def concurrent_reserves(
 ) -> dict[str, float]:
     samples: list[float] = []
     refused = 0
+    granted_micros = 0
     deadline = time.monotonic() + seconds
 
     async def worker(offset: int) -> None:
-        nonlocal refused
+        nonlocal refused, granted_micros
         index = offset
         while time.monotonic() < deadline:
             started = time.perf_counter()
-            status, _ = await client.call(url, "POST", "/v1/reservations", reserve_body(index))
+            status, body = await client.call(url, "POST", "/v1/reservations", reserve_body(index))
             samples.append(time.perf_counter() - started)
-            if status != 201:
+            if status == 201:
+                granted_micros += body["granted_micros"]
+            else:
                 refused += 1
             index += clients
 
@@ -139,6 +149,7 @@ async def concurrent_reserves(
         "p50_ms": 1000 * percentile(samples, 0.5),
         "p99_ms": 1000 * percentile(samples, 0.99),
         "refused": refused,
+        "granted_micros": granted_micros,
     }
 
 
@@ -168,6 +179,96 @@ async def batch_reserves(
     started = time.monotonic()
     await asyncio.gather(*(worker(i) for i in range(clients)))
     return {"ops_per_s": done / (time.monotonic() - started)}
+
+
+async def held_total(client: Client, url: str) -> int:
+    status, body = await client.call(
+        url, "GET", "/v1/campaigns/bench?consistency=strong", None, key=False
+    )
+    assert status == 200, body
+    return int(body["held_total_micros"])
+
+
+async def etcd_latency_one_client(budgets: EtcdBudgets, count: int) -> dict[str, float]:
+    samples = []
+    for index in range(count):
+        started = time.perf_counter()
+        granted = await budgets.reserve(f"bench:c{index % CAMPAIGNS}", f"l{index}", 1_000)
+        samples.append(time.perf_counter() - started)
+        assert granted
+    return {"p50_ms": 1000 * percentile(samples, 0.5), "p99_ms": 1000 * percentile(samples, 0.99)}
+
+
+async def etcd_concurrent_reserves(
+    budgets: EtcdBudgets, clients: int, seconds: float, tag: str
+) -> dict[str, float]:
+    samples: list[float] = []
+    refused = 0
+    granted_micros = 0
+    conflicts_before = budgets.cas_conflicts
+    deadline = time.monotonic() + seconds
+
+    async def worker(offset: int) -> None:
+        nonlocal refused, granted_micros
+        index = offset
+        while time.monotonic() < deadline:
+            started = time.perf_counter()
+            granted = await budgets.reserve(f"bench:c{index % CAMPAIGNS}", f"{tag}-{index}", 1_000)
+            samples.append(time.perf_counter() - started)
+            if granted:
+                granted_micros += 1_000
+            else:
+                refused += 1
+            index += clients
+
+    started = time.monotonic()
+    await asyncio.gather(*(worker(i) for i in range(clients)))
+    elapsed = time.monotonic() - started
+    return {
+        "ops_per_s": len(samples) / elapsed,
+        "p50_ms": 1000 * percentile(samples, 0.5),
+        "p99_ms": 1000 * percentile(samples, 0.99),
+        "refused": refused,
+        "granted_micros": granted_micros,
+        "cas_conflicts": budgets.cas_conflicts - conflicts_before,
+    }
+
+
+async def etcd_side(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
+    """The same reserve workload against etcd, ending with its conservation check."""
+    budget_micros = 10**12
+    with etcd_cluster(folder) as cluster:
+        connector = aiohttp.TCPConnector(limit=256)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            await cluster.wait_ready(session)
+            budgets = EtcdBudgets(session, await cluster.leader_url(session))
+            for index in range(CAMPAIGNS):
+                await budgets.put_budget(f"bench:c{index}", budget_micros)
+            report: dict[str, Any] = {"latency": [], "concurrent_64": []}
+            granted = 0
+            for repeat in range(args.repeats):
+                report["latency"].append(
+                    await etcd_latency_one_client(budgets, 50 if args.quick else 500)
+                )
+                granted += 1_000 * (50 if args.quick else 500)
+                run = await etcd_concurrent_reserves(
+                    budgets, 64, 1 if args.quick else 10, tag=f"c{repeat}"
+                )
+                report["concurrent_64"].append(run)
+                granted += run["granted_micros"]
+            remaining = 0
+            for index in range(CAMPAIGNS):
+                remaining += (await budgets.remaining(f"bench:c{index}"))[0]
+            records, recorded_micros = await budgets.reserved_total()
+            taken = CAMPAIGNS * budget_micros - remaining
+            report["conservation"] = {
+                "granted_micros": granted,
+                "taken_micros": taken,
+                "reservation_records_micros": recorded_micros,
+                "reservation_records": records,
+                "holds": granted == taken == recorded_micros,
+            }
+    return report
 
 
 async def failover(cluster: LocalCluster, client: Client) -> float:
@@ -220,9 +321,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     report["latency"].append(
                         await latency_one_client(client, url, 50 if quick else 500)
                     )
-                    report["concurrent_64"].append(
-                        await concurrent_reserves(client, url, 64, 1 if quick else 10)
-                    )
+                    before = await held_total(client, url)
+                    run_64 = await concurrent_reserves(client, url, 64, 1 if quick else 10)
+                    taken = await held_total(client, url) - before
+                    run_64["conservation_holds"] = taken == run_64["granted_micros"]
+                    report["concurrent_64"].append(run_64)
                     report["batch"].append(
                         await batch_reserves(
                             client, url, 8, 100 if quick else 500, 1 if quick else 10
@@ -233,6 +336,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     url = await leader_url(cluster, client)
         finally:
             cluster.stop_all()
+        if args.vs_etcd:
+            report["etcd"] = await etcd_side(args, Path(folder) / "etcd")
     return report
 
 
@@ -247,9 +352,25 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
+    parser.add_argument(
+        "--vs-etcd", action="store_true", help="also run the reserve workload against etcd"
+    )
+    parser.add_argument(
+        "--load-max",
+        type=float,
+        default=0.5,
+        help="refuse to run while the 1-minute load average is above this (default 0.5)",
+    )
+    parser.add_argument("--force", action="store_true", help="run even on a busy machine")
     args = parser.parse_args()
     if args.quick:
         args.repeats = 1
+    load = os.getloadavg()[0]
+    if load > args.load_max and not (args.force or args.quick):
+        raise SystemExit(
+            f"bench_cluster: the machine is busy (1-minute load {load:.2f} > {args.load_max});"
+            " figures would measure the other load. Retry when idle, or pass --force."
+        )
     report = asyncio.run(run(args))
     summary = {
         "reserve_latency_1_client_p50_ms": median_of(report["latency"], "p50_ms"),
@@ -261,8 +382,31 @@ def main() -> None:
         "failover_s_median": statistics.median(report["failover_s"]),
         "repeats": args.repeats,
     }
+    summary["budgetd_conservation_holds"] = all(
+        run["conservation_holds"] for run in report["concurrent_64"]
+    )
+    if args.vs_etcd:
+        etcd = report["etcd"]
+        summary |= {
+            "etcd_latency_1_client_p50_ms": median_of(etcd["latency"], "p50_ms"),
+            "etcd_latency_1_client_p99_ms": median_of(etcd["latency"], "p99_ms"),
+            "etcd_64_clients_ops_per_s": median_of(etcd["concurrent_64"], "ops_per_s"),
+            "etcd_64_clients_p50_ms": median_of(etcd["concurrent_64"], "p50_ms"),
+            "etcd_64_clients_p99_ms": median_of(etcd["concurrent_64"], "p99_ms"),
+            "etcd_64_clients_cas_conflicts": median_of(etcd["concurrent_64"], "cas_conflicts"),
+            "etcd_conservation_holds": etcd["conservation"]["holds"],
+        }
+        summary["ratio_64_clients_throughput"] = (
+            summary["reserve_64_clients_ops_per_s"] / summary["etcd_64_clients_ops_per_s"]
+        )
+        summary["ratio_64_clients_p99_etcd_over_budgetd"] = (
+            summary["etcd_64_clients_p99_ms"] / summary["reserve_64_clients_p99_ms"]
+        )
+        summary["ratio_1_client_p50_etcd_over_budgetd"] = (
+            summary["etcd_latency_1_client_p50_ms"] / summary["reserve_latency_1_client_p50_ms"]
+        )
     for name, value in summary.items():
-        print(f"{name:36} {value:,.2f}")
+        print(f"{name:40} {value:,.2f}")
     args.out.mkdir(exist_ok=True)
     path = args.out / f"cluster-{time.strftime('%Y%m%dT%H%M%S')}.json"
     path.write_text(json.dumps({"summary": summary, "runs": report}, indent=2))
