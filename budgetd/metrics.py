@@ -256,6 +256,11 @@ class NodeCollector(Collector):
             stats.data_dir_free_bytes,
         )
         g.gauge(
+            "budgetd_data_dir_size_bytes",
+            "Size of the file system of node.data_dir.",
+            stats.data_dir_size_bytes,
+        )
+        g.gauge(
             "budgetd_apply_last_seconds",
             "How long the ledger took to apply the last log entry.",
             stats.last_apply_s,

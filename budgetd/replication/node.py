@@ -223,6 +223,7 @@ class RaftStats:
     #: When the dump file was last written or installed (None: no dump yet).
     dump_mtime_s: float | None
     data_dir_free_bytes: int
+    data_dir_size_bytes: int
     sync_seconds: DistributionSnapshot
     last_apply_s: float
     entries_applied: int
@@ -840,8 +841,9 @@ class RaftNode:
         try:
             disk = os.statvfs(files.data_dir)
             free_bytes = disk.f_bavail * disk.f_frsize
+            size_bytes = disk.f_blocks * disk.f_frsize
         except OSError:
-            free_bytes = 0
+            free_bytes = size_bytes = 0
         return RaftStats(
             node_id=self._me.id,
             role=view.role,
@@ -864,6 +866,7 @@ class RaftNode:
             journal_bytes=journal_bytes,
             dump_mtime_s=dump_mtime_s,
             data_dir_free_bytes=free_bytes,
+            data_dir_size_bytes=size_bytes,
             sync_seconds=self._sync_seconds.snapshot(),
             last_apply_s=self._last_apply_s,
             entries_applied=self._entries_applied,
