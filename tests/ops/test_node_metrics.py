@@ -59,8 +59,14 @@ class _AppliedNode:
             leader_known=True,
             quorum=True,
             peers=(PeerStats("n2", "127.0.0.1:7002", True, 5),),
-            snapshot={"bytes": 10, "index": 30, "last_duration_ms": 5.0, "written": 1,
-                      "failed": 0, "installed": 0},
+            snapshot={
+                "bytes": 10,
+                "index": 30,
+                "last_duration_ms": 5.0,
+                "written": 1,
+                "failed": 0,
+                "installed": 0,
+            },
             journal_bytes=4096,
             dump_mtime_s=None,
             data_dir_free_bytes=10,
@@ -81,7 +87,9 @@ class _AppliedNode:
         return reader(self.ledger)
 
 
-def _scrape(node: _AppliedNode, settings: MetricsSettings) -> dict[str, dict[tuple[Any, ...], float]]:
+def _scrape(
+    node: _AppliedNode, settings: MetricsSettings
+) -> dict[str, dict[tuple[Any, ...], float]]:
     text = generate_latest(node_registry(node, "n1", settings)).decode()
     out: dict[str, dict[tuple[Any, ...], float]] = {}
     for family in text_string_to_metric_families(text):
@@ -103,7 +111,9 @@ def _ledger_with_roots(count: int) -> Ledger:
     return ledger
 
 
-def _campaign_series(samples: dict[str, dict[tuple[Any, ...], float]], name: str) -> dict[str, float]:
+def _campaign_series(
+    samples: dict[str, dict[tuple[Any, ...], float]], name: str
+) -> dict[str, float]:
     return {
         dict(labels)["campaign"] + "/" + dict(labels)["currency"]: value
         for labels, value in samples[name].items()

@@ -118,7 +118,7 @@ def test_the_dashboard_is_grafana_json_on_a_templated_prometheus() -> None:
     cells: set[tuple[int, int]] = set()
     for panel in board["panels"]:
         grid = panel["gridPos"]
-        assert 0 <= grid["x"] and grid["x"] + grid["w"] <= 24, panel["title"]
+        assert grid["x"] >= 0 and grid["x"] + grid["w"] <= 24, panel["title"]
         for row in range(grid["y"], grid["y"] + grid["h"]):
             for column in range(grid["x"], grid["x"] + grid["w"]):
                 assert (row, column) not in cells, f"{panel['title']} overlaps another panel"
