@@ -10,12 +10,15 @@ root campaigns (advertisers) in id order up to ``[metrics] campaign_series_max``
 plus the ids listed in ``[metrics] campaigns``; every other root is summed into
 ``campaign="_other"``, one series per currency. With 100,000 campaigns a node exposes at most
 ``campaign_series_max + 1 + currencies`` series per campaign gauge. Campaign figures are read
-from the ledger this node has applied, a page of 1,000 roots per hold of the ledger lock.
+from the ledger this node has applied, a page of 1,000 roots per hold of the ledger lock, at most
+every ``[metrics] campaign_refresh_ms`` (the walk over 100,000 roots costs about a second of CPU;
+/metrics runs it off the event loop).
 """
 
 from __future__ import annotations
 
 import functools
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -152,6 +155,8 @@ class NodeCollector(Collector):
         self._node_id = node_id
         self._settings = settings
         self._started_s = time.time()
+        self._campaign_lock = threading.Lock()
+        self._campaign_cache: tuple[float, list[Metric]] | None = None
 
     def describe(self) -> Iterator[Metric]:
         return iter(())  # unchecked: the families depend on the node's state
@@ -160,7 +165,7 @@ class NodeCollector(Collector):
         yield from self._raft(self._node.raft_stats())
         yield from self._proposer(self._node.proposer_stats())
         yield from self._ledger()
-        yield from self._campaigns()
+        yield from self._cached_campaigns()
 
     # -- Raft, disk, apply ----------------------------------------------------------------------
 
@@ -354,6 +359,16 @@ class NodeCollector(Collector):
             sizes["now_ms"] / 1000,
         )
         return g.families
+
+    def _cached_campaigns(self) -> list[Metric]:
+        """The campaign families, rebuilt at most every metrics.campaign_refresh_ms (one walk
+        at a time, however many scrapers)."""
+        with self._campaign_lock:
+            now_s = time.monotonic()
+            cache = self._campaign_cache
+            if cache is None or now_s - cache[0] >= self._settings.campaign_refresh_ms / 1000:
+                cache = self._campaign_cache = (now_s, self._campaigns())
+            return cache[1]
 
     def _campaigns(self) -> list[Metric]:
         settings = self._settings

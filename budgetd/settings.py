@@ -98,6 +98,9 @@ class MetricsSettings:
     ``campaign="_other"`` per currency."""
 
     campaign_series_max: int = 500
+    #: Campaign figures are recomputed at most this often (a walk over every root campaign);
+    #: scrapes in between get the last ones.
+    campaign_refresh_ms: int = 10_000
     campaigns: tuple[str, ...] = ()
 
 

@@ -179,3 +179,27 @@ def test_root_campaign_ids_skip_subtrees_and_page() -> None:
     assert ledger.root_campaign_ids(after="a9", limit=2) == ["b", "c"]
     assert ledger.root_campaign_ids(after="c") == []
     assert [f.campaign_id for f in ledger.day_figures(["b:z", "nope", "a"])] == ["b:z", "a"]
+
+
+def test_campaign_figures_are_recomputed_at_most_every_refresh_period() -> None:
+    ledger = _ledger_with_roots(3)
+    node = _AppliedNode(ledger)
+    registry = node_registry(node, "n1", MetricsSettings(campaign_refresh_ms=3_600_000))
+    key = (("campaign", "adv0001"), ("currency", "USD"), ("node", "n1"))
+
+    def spent() -> float:
+        text = generate_latest(registry).decode()
+        family = next(
+            f
+            for f in text_string_to_metric_families(text)
+            if f.name == "budgetd_campaign_spent_today_micros"
+        )
+        return next(s.value for s in family.samples if tuple(sorted(s.labels.items())) == key)
+
+    assert spent() == 101
+    assert ledger.apply_batch(NOW_MS + 2, [_spend("adv0001", 5, "more")])[0]["code"] == codes.OK
+    reads = node.reads
+    assert spent() == 101  # the figures of the last walk, within the refresh period
+    assert node.reads == reads + 1  # only the table sizes were read again
+    fresh = _scrape(node, MetricsSettings(campaign_refresh_ms=1))
+    assert _campaign_series(fresh, "budgetd_campaign_spent_today_micros")["adv0001/USD"] == 106
