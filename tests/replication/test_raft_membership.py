@@ -7,7 +7,6 @@ import threading
 from collections.abc import Callable
 
 import pytest
-
 from raft_helpers import (
     WAIT_S,
     Cluster,
