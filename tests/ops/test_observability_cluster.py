@@ -59,20 +59,20 @@ def _traffic(cluster: Cluster, leader: str, follower: str) -> None:
         body = {**campaign, "pacing": {"mode": pacing}}
         _ok(cluster.request(leader, "PUT", f"/v1/campaigns/{campaign_id}", body))
     # Through a follower: forwarded to the leader.
-    reserved = _ok(
-        cluster.request(
-            follower,
-            "POST",
-            "/v1/reservations",
-            {
-                "campaign_id": "acme:summer",
-                "amount_micros": 5_000,
-                "ttl_ms": 60_000,
-                "bidder_id": "b1",
-            },
-            headers={"Idempotency-Key": "r1"},
-        )
+    answer = cluster.request(
+        follower,
+        "POST",
+        "/v1/reservations",
+        {
+            "campaign_id": "acme:summer",
+            "amount_micros": 5_000,
+            "ttl_ms": 60_000,
+            "bidder_id": "b1",
+        },
+        headers={"Idempotency-Key": "r1", "X-Request-Id": "bidder-7.42"},
     )
+    reserved = _ok(answer)
+    assert answer.headers["X-Request-Id"] == "bidder-7.42"
     rid = reserved["reservation_id"]
     for _ in range(2):  # the second is a retry: answered from its idempotency key
         _ok(
