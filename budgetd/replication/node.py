@@ -75,7 +75,7 @@ CLOSE_TIMEOUT_S: Final = 30.0
 
 #: The ops a ledger answers again from their idempotency key.
 REPLAYABLE_OPS: Final = ("commit", "put_campaign", "release", "reserve", "spend")
-#: Bucket bounds (seconds) of the journal msync and the ledger apply timings.
+#: Bucket bounds (seconds) of the journal msync timings.
 SYNC_BUCKETS_S: Final = (
     0.0001,
     0.00025,
@@ -209,12 +209,10 @@ class PeerStats:
 class RaftStats:
     """What `budgetd.metrics` reads at scrape time; cheap to build (no hashing, no ledger walk)."""
 
-    node_id: str
     role: str
     term: int
     commit_index: int
     applied_index: int
-    leader_id: str | None
     leader_known: bool
     quorum: bool | None
     peers: tuple[PeerStats, ...]
@@ -845,12 +843,10 @@ class RaftNode:
         except OSError:
             free_bytes = size_bytes = 0
         return RaftStats(
-            node_id=self._me.id,
             role=view.role,
             term=view.term,
             commit_index=view.commit_index,
             applied_index=view.applied_index,
-            leader_id=self._member_id(view.leader_address),
             leader_known=view.leader_address is not None,
             quorum=view.quorum,
             peers=tuple(

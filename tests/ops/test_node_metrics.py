@@ -50,12 +50,10 @@ class _AppliedNode:
 
     def raft_stats(self) -> RaftStats:
         return RaftStats(
-            node_id="n1",
             role="leader",
             term=3,
             commit_index=40,
             applied_index=38,
-            leader_id="n1",
             leader_known=True,
             quorum=True,
             peers=(PeerStats("n2", "127.0.0.1:7002", True, 5),),
