@@ -5,9 +5,10 @@ Imports prometheus_client, the ledger's read views and the replication layer's `
 never pysyncobj, aiohttp or the API. The HTTP request metrics live in budgetd.api._metrics and
 share the node's registry (`node_registry`).
 
-Every series built here carries ``node`` (the member id). Bounded cardinality: per-campaign gauges exist for
-root campaigns (advertisers) in id order up to ``[metrics] campaign_series_max`` (default 500),
-plus the ids listed in ``[metrics] campaigns``; every other root is summed into
+Every series built here carries ``node`` (the member id). Bounded cardinality: per-campaign
+gauges exist for root campaigns (advertisers) in id order up to ``[metrics]
+campaign_series_max`` (default 500), plus the ids listed in ``[metrics] campaigns``; every
+other root is summed into
 ``campaign="_other"``, one series per currency. With 100,000 campaigns a node exposes at most
 ``campaign_series_max + 1 + currencies`` series per campaign gauge. Campaign figures are read
 from the ledger this node has applied, a page of 1,000 roots per hold of the ledger lock, at most
