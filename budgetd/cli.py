@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 import secrets
 import shutil
@@ -45,7 +44,17 @@ def main() -> None:
 @main.command()
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False))
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning"]))
-def run(config_path: str, log_level: str) -> None:
+@click.option(
+    "--log-format",
+    default="json",
+    show_default=True,
+    type=click.Choice(["json", "console"]),
+    help="json: one JSON object a line on stderr; console: aligned lines for people.",
+)
+@click.option(
+    "--access-log", is_flag=True, help="Log every HTTP request (off: the hot path logs nothing)."
+)
+def run(config_path: str, log_level: str, log_format: str, access_log: bool) -> None:
     """Run one node from a TOML config file."""
     from budgetd import settings as settings_module
 
@@ -53,26 +62,20 @@ def run(config_path: str, log_level: str) -> None:
         settings = settings_module.load(config_path)
     except SettingsError as error:
         _fail(f"config: {error}")
-    _setup_logging(log_level, settings.node_id)
+    from budgetd import logs
+
+    logs.configure(log_format=log_format, level=log_level, node_id=settings.node_id)
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     from budgetd.api import TokensError
     from budgetd.node import serve
     from budgetd.replication import ReplicationError
 
     try:
-        asyncio.run(serve(settings))
+        asyncio.run(serve(settings, access_log=access_log))
     except (SettingsError, TokensError) as error:
         _fail(f"config: {error}")
     except (OSError, ReplicationError) as error:
         _fail(f"cannot start node {settings.node_id}: {error}")
-
-
-def _setup_logging(level: str, node_id: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format=f"%(asctime)s {node_id} %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
 
 
 @main.command()
@@ -84,8 +87,21 @@ def _setup_logging(level: str, node_id: str) -> None:
 )
 @click.option("--token", default=None, help="The token with every role (default: generated).")
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning"]))
+@click.option(
+    "--log-format",
+    default="console",
+    show_default=True,
+    type=click.Choice(["json", "console"]),
+    help="How each node writes its log file.",
+)
 def dev(
-    nodes: int, http_port: int, raft_port: int, data_dir: str, token: str | None, log_level: str
+    nodes: int,
+    http_port: int,
+    raft_port: int,
+    data_dir: str,
+    token: str | None,
+    log_level: str,
+    log_format: str,
 ) -> None:
     """Run a local N-node cluster on 127.0.0.1 until Ctrl-C; resumes from DATA_DIR when rerun.
 
@@ -98,6 +114,7 @@ def dev(
         for i in range(1, nodes + 1)
     ]
     cluster = LocalCluster.prepare(Path(data_dir), members, token=token, log_level=log_level)
+    cluster.log_format = log_format
     # SIGTERM (e.g. from a supervisor) stops the cluster like Ctrl-C does.
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:

@@ -96,6 +96,8 @@ class LocalCluster:
     nodes: list[LocalNode]
     token: str
     log_level: str = "info"
+    #: How the nodes write their logs: json (one object a line) or console (for people).
+    log_format: str = "json"
     _started: list[str] = field(default_factory=list)
 
     @classmethod
@@ -166,7 +168,7 @@ class LocalCluster:
         command = [sys.executable, "-m", "budgetd", "run", "--config", str(node.config)]
         with node.log.open("ab") as log_file:
             node.process = subprocess.Popen(
-                [*command, "--log-level", self.log_level],
+                [*command, "--log-level", self.log_level, "--log-format", self.log_format],
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},

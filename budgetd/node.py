@@ -20,8 +20,9 @@ from budgetd import gctune
 from budgetd.api import Tokens, make_app
 from budgetd.codec import encode_snapshot
 from budgetd.ledger import Ledger
+from budgetd.metrics import ProposerFigures, node_registry
 from budgetd.proposer import LogOutcome, Proposer
-from budgetd.replication import Outcome, RaftNode
+from budgetd.replication import Outcome, RaftNode, RaftStats
 from budgetd.service import Conflict, NotFound, NotLeader, OutcomeUnknown, Unavailable
 from budgetd.settings import Member, NodeSettings
 
@@ -105,12 +106,38 @@ class Node:
         return status
 
     def ready(self) -> tuple[bool, str]:
-        status = self.raft.status()
-        if status.get("leader_id") is None:
+        """Ready (GET /readyz) when this node knows a leader, a leader still hears a majority,
+        it has caught up with the leader once since it started, and it is at most
+        api.ready_lag_entries_max entries behind the commit index it knows."""
+        stats = self.raft.stats()
+        if not stats.leader_known:
             return False, "no leader known"
-        if status.get("applied_index", 0) < status.get("commit_index", 0):
-            return False, "applying the log"
+        if stats.quorum is False:
+            return False, "this leader has not heard from a majority of the members"
+        if not self.raft.status()["ready"]:
+            return False, "catching up with the leader's log"
+        behind = stats.commit_index - stats.applied_index
+        if behind > self.settings.api.ready_lag_entries_max:
+            return False, f"applying the log: {behind} committed entries not applied yet"
         return True, "ready"
+
+    def raft_stats(self) -> RaftStats:
+        return self.raft.stats()
+
+    def proposer_stats(self) -> ProposerFigures:
+        proposer = self.proposer
+        stats = proposer.stats
+        return ProposerFigures(
+            queued_ops=proposer.queued_ops,
+            inflight_entries=proposer.inflight_entries,
+            entries_ok=stats.entries_ok,
+            entries_failed=stats.entries_failed,
+            entries_unknown=stats.entries_unknown,
+            requests_timed_out=stats.requests_timed_out,
+            requests_rejected_queue_full=stats.requests_rejected_queue_full,
+            batch_ops=proposer.batch_ops.snapshot(),
+            batch_bytes=proposer.batch_bytes.snapshot(),
+        )
 
     async def add_member(self, member: Member) -> None:
         for known in self.raft.status()["members"]:
@@ -165,20 +192,34 @@ class Node:
         return None if leader is None else leader.http_address
 
 
-async def serve(settings: NodeSettings, *, stop: asyncio.Event | None = None) -> None:
-    """Run a node until SIGINT/SIGTERM (or ``stop``); shut down in order."""
+async def serve(
+    settings: NodeSettings, *, stop: asyncio.Event | None = None, access_log: bool = False
+) -> None:
+    """Run a node until SIGINT/SIGTERM (or ``stop``); shut down in order. ``access_log``: one
+    record per HTTP request on the ``aiohttp.access`` logger (off by default)."""
     tokens = Tokens.load(settings.api.tokens_file) if settings.api.tokens_file else Tokens([])
     node = Node(settings)
     node.raft.start()
     gctune.tune_for_node()
     await node.proposer.start()
-    app = make_app(node, settings.api, tokens)
-    runner = web.AppRunner(app, access_log=None)
+    registry = node_registry(node, settings.node_id, settings.metrics)
+    app = make_app(node, settings.api, tokens, registry=registry)
+    runner = web.AppRunner(
+        app, access_log=logging.getLogger("aiohttp.access") if access_log else None
+    )
     await runner.setup()
     host, _, port = (settings.http_bind or settings.me.http_address).rpartition(":")
     site = web.TCPSite(runner, host.strip("[]"), int(port))
     await site.start()
-    log.info("node %s serving HTTP on %s:%s", settings.node_id, host, port)
+    log.info(
+        "node_started",
+        extra={
+            "node_id": settings.node_id,
+            "http_address": f"{host}:{port}",
+            "raft_address": settings.me.raft_address,
+            **_indexes(node),
+        },
+    )
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -187,7 +228,16 @@ async def serve(settings: NodeSettings, *, stop: asyncio.Event | None = None) ->
     try:
         await stop.wait()
     finally:
-        log.info("node %s stopping", settings.node_id)
+        log.info("node_stopping", extra={"node_id": settings.node_id, **_indexes(node)})
         await runner.cleanup()
         await node.proposer.close()
         node.raft.close()
+
+
+def _indexes(node: Node) -> dict[str, int]:
+    stats = node.raft.stats()
+    return {
+        "term": stats.term,
+        "commit_index": stats.commit_index,
+        "applied_index": stats.applied_index,
+    }

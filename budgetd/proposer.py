@@ -25,15 +25,20 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from budgetd.codec import encode_batch
+from budgetd.distribution import Distribution
 from budgetd.service import NotLeader, OutcomeUnknown, Unavailable
 from budgetd.settings import ProposerSettings
 
 __all__ = ["Clock", "Log", "LogOutcome", "Proposer", "SystemClock"]
 
 log = logging.getLogger("budgetd.proposer")
+
+#: Bucket bounds of the ops and the encoded bytes per log entry.
+BATCH_OPS_BUCKETS: Final = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+BATCH_BYTES_BUCKETS: Final = (256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304)
 
 #: How often stuck in-flight entries are looked for (their callback may never come: research
 #: pysyncobj.md §1.3, a partitioned leader's writes wait until the partition heals).
@@ -95,6 +100,7 @@ class _Entry:
 class ProposerStats:
     entries_proposed: int = 0
     ops_proposed: int = 0
+    entries_ok: int = 0
     entries_failed: int = 0
     entries_unknown: int = 0
     requests_timed_out: int = 0
@@ -122,6 +128,9 @@ class Proposer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.stats = ProposerStats()
+        #: Ops and encoded bytes of each log entry proposed.
+        self.batch_ops = Distribution(BATCH_OPS_BUCKETS)
+        self.batch_bytes = Distribution(BATCH_BYTES_BUCKETS)
 
     # -- public ---------------------------------------------------------------------------------
 
@@ -222,6 +231,8 @@ class Proposer:
             self._inflight.append(entry)
             self.stats.entries_proposed += 1
             self.stats.ops_proposed += len(ops)
+            self.batch_ops.observe(len(ops))
+            self.batch_bytes.observe(len(entry_bytes))
             loop = self._loop
             assert loop is not None
 
@@ -259,6 +270,7 @@ class Proposer:
             outcome, reason = LogOutcome.UNKNOWN, "the log returned results that do not match"
         if outcome is LogOutcome.OK:
             assert results is not None
+            self.stats.entries_ok += 1
             start = 0
             for request in entry.requests:
                 end = start + len(request.ops)

@@ -16,6 +16,7 @@ from typing import Any
 __all__ = [
     "ApiSettings",
     "Member",
+    "MetricsSettings",
     "NodeSettings",
     "ProposerSettings",
     "RaftSettings",
@@ -85,6 +86,22 @@ class ApiSettings:
     body_bytes_max: int = 1_048_576
     batch_ops_max: int = 1_000
     list_limit_max: int = 1_000
+    #: GET /readyz fails while this node's applied index is more than this many entries behind
+    #: the commit index it knows (a node replaying or catching up).
+    ready_lag_entries_max: int = 1_000
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    """What /metrics exposes per campaign (budgetd.metrics): root campaigns in id order up to
+    ``campaign_series_max``, plus every id in ``campaigns``; the other roots are summed into
+    ``campaign="_other"`` per currency."""
+
+    campaign_series_max: int = 500
+    #: Campaign figures are recomputed at most this often (a walk over every root campaign);
+    #: scrapes in between get the last ones.
+    campaign_refresh_ms: int = 10_000
+    campaigns: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +119,7 @@ class NodeSettings:
     raft: RaftSettings = field(default_factory=RaftSettings)
     proposer: ProposerSettings = field(default_factory=ProposerSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
     @property
     def me(self) -> Member:
@@ -144,6 +162,24 @@ def _section(raw: dict[str, Any], name: str, cls: type[Any]) -> Any:
     return cls(**values)
 
 
+def _metrics_section(raw: dict[str, Any]) -> MetricsSettings:
+    values = dict(raw.get("metrics", {})) if isinstance(raw.get("metrics"), dict) else None
+    campaigns = values.pop("campaigns", []) if values is not None else []
+    if values is not None:
+        raw["metrics"] = values
+    metrics = _section(raw, "metrics", MetricsSettings)
+    if not isinstance(campaigns, list) or not all(
+        isinstance(c, str) and 1 <= len(c) <= 260 for c in campaigns
+    ):
+        raise SettingsError("metrics.campaigns must be a list of campaign ids")
+    if len(campaigns) > metrics.campaign_series_max:
+        raise SettingsError(
+            f"metrics.campaigns lists {len(campaigns)} ids, more than "
+            f"metrics.campaign_series_max ({metrics.campaign_series_max})"
+        )
+    return replace(metrics, campaigns=tuple(dict.fromkeys(campaigns)))
+
+
 def _check_address(name: str, address: object) -> str:
     if not isinstance(address, str) or not (match := _ADDRESS.fullmatch(address)):
         raise SettingsError(f"{name} must be host:port, got {address!r}")
@@ -164,6 +200,7 @@ def parse(raw: dict[str, Any], *, base_dir: Path | None = None) -> NodeSettings:
     raft = _section(raw, "raft", RaftSettings)
     proposer = _section(raw, "proposer", ProposerSettings)
     api = _section(raw, "api", ApiSettings)
+    metrics = _metrics_section(raw)
     if raw:
         raise SettingsError(f"unknown table(s): {', '.join(sorted(raw))}")
 
@@ -232,6 +269,7 @@ def parse(raw: dict[str, Any], *, base_dir: Path | None = None) -> NodeSettings:
         raft=raft,
         proposer=proposer,
         api=replace(api, tokens_file=None if api.tokens_file is None else resolve(api.tokens_file)),
+        metrics=metrics,
     )
     settings.me  # noqa: B018 - raises SettingsError when node.id is not a member
     if raft.election_timeout_min_ms >= raft.election_timeout_max_ms:

@@ -10,12 +10,15 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import re
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Final
 
+import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
@@ -72,7 +75,9 @@ class Route:
 
 
 async def _metrics(call: Call) -> web.StreamResponse:
-    response = web.Response(body=call.metrics.exposition())
+    # Collectors read the node's state (a ledger walk for campaign figures): off the loop.
+    body = await asyncio.get_running_loop().run_in_executor(None, call.metrics.exposition)
+    response = web.Response(body=body)
     response.headers["Content-Type"] = CONTENT_TYPE
     return response
 
@@ -209,6 +214,32 @@ async def _problems(
         return encode_error(request, ApiError("internal_error", detail))
 
 
+#: A caller's request id is kept when it is this (else a new one is made up).
+_REQUEST_ID: Final = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
+
+
+@web.middleware
+async def _request_id(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Settle the request's id (the caller's X-Request-Id if well formed, else a new uuid),
+    bind it to the request's log records and echo it in the answer."""
+    given = request.headers.get(forwarding.REQUEST_ID, "")
+    request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+    request[forwarding.REQUEST_ID_KEY] = request_id
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    try:
+        response = await handler(request)
+    except web.HTTPException as error:
+        error.headers[forwarding.REQUEST_ID] = request_id
+        raise
+    finally:
+        structlog.contextvars.clear_contextvars()
+    response.headers[forwarding.REQUEST_ID] = request_id
+    return response
+
+
 @web.middleware
 async def _measure(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -247,11 +278,11 @@ def make_app(
 ) -> web.Application:
     """The HTTP API of one node. ``registry``: where the API's metrics live (a fresh one by
     default; pass the node's to expose them with its other metrics)."""
-    for name in ("body_bytes_max", "batch_ops_max", "list_limit_max"):
+    for name in ("body_bytes_max", "batch_ops_max", "list_limit_max", "ready_lag_entries_max"):
         value = getattr(settings, name)
         assert type(value) is int and value >= 1, f"api.{name} must be a positive integer"
     app = web.Application(
-        middlewares=[_measure, _problems], client_max_size=settings.body_bytes_max
+        middlewares=[_request_id, _measure, _problems], client_max_size=settings.body_bytes_max
     )
     app[SERVICE] = service
     app[SETTINGS] = settings

@@ -52,6 +52,12 @@ FORWARD_CONNECT_TIMEOUT_S: Final = 2.0
 #: Connections open to leaders at once; further forwards wait for one (within the timeout).
 FORWARD_CONNECTIONS_MAX: Final = 100
 
+#: A request's id: taken from the caller or made up, echoed in the answer, logged with every
+#: record of the request, and carried to the leader when forwarded.
+REQUEST_ID: Final = "X-Request-Id"
+#: The request's id, as the node settled it (request key).
+REQUEST_ID_KEY: Final = web.RequestKey[str]("budgetd_request_id")
+
 #: What crosses to the leader, and what comes back. Nothing else: no cookies, no hop headers.
 REQUEST_HEADERS: Final = ("Authorization", "Content-Type", "Accept", "Idempotency-Key", "If-Match")
 RESPONSE_HEADERS: Final = (
@@ -144,6 +150,9 @@ async def forward(request: web.Request, leader_http: str) -> web.Response:
         for value in request.headers.getall(name, []):
             headers.add(name, value)
     headers[FORWARDED_BY] = request.app[SERVICE].node_id
+    request_id = request.get(REQUEST_ID_KEY)
+    if request_id is not None:
+        headers[REQUEST_ID] = request_id
     forwards = request.app[METRICS].forwards
     try:
         try:

@@ -419,7 +419,9 @@ def _paths() -> dict[str, dict[str, Any]]:
         "/readyz": {
             "get": {
                 "operationId": "readyz",
-                "summary": "Readiness: knows a leader and has applied the log it knows of.",
+                "summary": "Readiness: knows a leader (a leader: still hears a majority), has "
+                "caught up with the leader once since it started, and is at most "
+                "api.ready_lag_entries_max committed entries from applying; else 503.",
                 "security": public,
                 "responses": {"200": _ok("ready", bodies.READY), **_problems("unavailable")},
             },

@@ -16,9 +16,9 @@ import hashlib
 import re
 import sys
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from heapq import heappop, heappush
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from budgetd.ledger import pacing
 from budgetd.ledger.calendar import (
@@ -55,7 +55,7 @@ from budgetd.ledger.pacing import ASAP, PPM, TRAFFIC_SHAPED, allowance_micros
 from budgetd.ledger.state import CLOSED, EXPIRED, OPEN, STATE_NAMES, Campaign, DayCounters
 from budgetd.ledger.state import Reservation as _Reservation
 
-__all__ = ["STATE_FORMAT", "InvariantBroken", "Ledger", "SnapshotError"]
+__all__ = ["STATE_FORMAT", "DayFigures", "InvariantBroken", "Ledger", "SnapshotError"]
 
 #: Version of the plain state layout produced by `Ledger.export_state`.
 STATE_FORMAT: Final = 1
@@ -74,6 +74,23 @@ _CAMPAIGN_ID: Final = re.compile(rf"{_SEGMENT}(?::{_SEGMENT}){{0,{CAMPAIGN_DEPTH
 Result = tuple[Any, ...]
 Rendered = dict[str, Any]
 Op = dict[str, Any]
+
+
+class DayFigures(NamedTuple):
+    """One campaign's money today as of `Ledger.now_ms` (a parent's figures include its
+    subtree's: every hold and spend touches every level of the path)."""
+
+    campaign_id: str
+    currency: str
+    spent_today_micros: int
+    held_micros: int
+    #: What every level of the path still allows today and in total (None: uncapped).
+    available_micros: int | None
+    overspend_micros: int
+    late_commits_today: int
+    daily_budget_micros: int | None
+    #: The pacing plan's allowance by now (None: no paced daily budget, i.e. asap or uncapped).
+    plan_micros: int | None
 
 
 class InvariantBroken(AssertionError):
@@ -1036,6 +1053,64 @@ class Ledger:
             if len(out) >= limit or not campaign_id.startswith(prefix):
                 break
             out.append(campaign_id)
+        return out
+
+    def root_campaign_ids(self, *, after: str | None = None, limit: int = 1000) -> list[str]:
+        """Ids of campaigns without a parent (advertisers), sorted, after ``after``, at most
+        ``limit``; pages through a large ledger a bounded piece at a time."""
+        ids = self._campaign_ids_sorted
+        index = 0 if after is None else _bisect_right(ids, after)
+        out: list[str] = []
+        while index < len(ids) and len(out) < limit:
+            campaign_id = ids[index]
+            if ":" in campaign_id:  # a child: skip its whole subtree at once
+                index = _bisect_left(ids, campaign_id.partition(":")[0] + ";")
+                continue
+            out.append(campaign_id)
+            index += 1
+        return out
+
+    def day_figures(self, campaign_ids: Iterable[str]) -> list[DayFigures]:
+        """Today's figures of each of ``campaign_ids`` that exists (others are left out)."""
+        out: list[DayFigures] = []
+        now = self._now_ms
+        for campaign_id in campaign_ids:
+            campaign = self._campaigns.get(campaign_id)
+            if campaign is None:
+                continue
+            today = campaign.today
+            daily = campaign.daily_budget_micros
+            plan = None
+            if campaign.paced and daily is not None:
+                plan = allowance_micros(
+                    campaign.pacing_mode,
+                    daily,
+                    start_ms=campaign.day_start_ms,
+                    end_ms=campaign.day_end_ms,
+                    now_ms=now,
+                    plan=campaign.plan,
+                )
+            available: int | None = None
+            for node in campaign.path:
+                for cap, used in (
+                    (node.daily_budget_micros, node.today.spent_micros + node.today.held_micros),
+                    (node.total_budget_micros, node.spent_total_micros + node.held_total_micros),
+                ):
+                    if cap is not None and (available is None or cap - used < available):
+                        available = cap - used
+            out.append(
+                DayFigures(
+                    campaign_id,
+                    campaign.currency,
+                    today.spent_micros,
+                    today.held_micros,
+                    None if available is None else max(0, available),
+                    today.overspend_micros,
+                    today.late_commits,
+                    daily,
+                    plan,
+                )
+            )
         return out
 
     def stats(self) -> dict[str, int]:

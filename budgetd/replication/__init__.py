@@ -11,8 +11,10 @@ from budgetd.replication.node import (
     SEED_SNAPSHOT,
     MembershipCallback,
     Outcome,
+    PeerStats,
     ProposalCallback,
     RaftNode,
+    RaftStats,
     ReplicationError,
 )
 
@@ -21,7 +23,9 @@ __all__ = [
     "SEED_SNAPSHOT",
     "MembershipCallback",
     "Outcome",
+    "PeerStats",
     "ProposalCallback",
     "RaftNode",
+    "RaftStats",
     "ReplicationError",
 ]

@@ -56,6 +56,8 @@ if any of them moves):
   last`` of the dump's raft data.
 - A follower stands for election once ``monotonic()`` passes ``_SyncObj__raftElectionDeadline``
   (`DurableSyncObj.postpone_election`, the one change here that is not about the disk).
+- The leader keeps ``_SyncObj__raftMatchIndex`` and ``_SyncObj__lastResponseTime``, dicts keyed by
+  peer node; budgetd only reads them (replication lag and quorum in `RaftNode`'s status).
 
 Known limits (not fixed here): a power cut *during* an msync can leave a journal whose end-of-log
 header points past records that never reached the disk; the node then fails to start (loudly:
@@ -67,6 +69,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -79,6 +82,8 @@ from pysyncobj.transport import TCPTransport
 __all__ = [
     "ELECTION_DEADLINE_ATTRIBUTE",
     "JOURNAL_ATTRIBUTE",
+    "LAST_RESPONSE_ATTRIBUTE",
+    "MATCH_INDEX_ATTRIBUTE",
     "META_STORER_ATTRIBUTE",
     "PYSYNCOBJ_VERSION",
     "DurableJournal",
@@ -98,6 +103,10 @@ JOURNAL_ATTRIBUTE = "_SyncObj__raftLog"
 META_STORER_ATTRIBUTE = "_FileJournal__metaStorer"
 #: When SyncObj's follower stands for election (name-mangled private attribute, monotonic s).
 ELECTION_DEADLINE_ATTRIBUTE = "_SyncObj__raftElectionDeadline"
+#: The leader's match index per peer node (name-mangled private dict: node -> index).
+MATCH_INDEX_ATTRIBUTE = "_SyncObj__raftMatchIndex"
+#: When the leader last heard from each peer node (name-mangled private dict: node -> monotonic s).
+LAST_RESPONSE_ATTRIBUTE = "_SyncObj__lastResponseTime"
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +208,7 @@ class DurableJournal(Journal):
     an atomic compaction. See the module docstring."""
 
     def __init__(
-        self, inner: FileJournal, path: str, *, on_sync: Callable[[], None] | None = None
+        self, inner: FileJournal, path: str, *, on_sync: Callable[[float], None] | None = None
     ) -> None:
         self._inner = inner
         self._path = path
@@ -218,14 +227,16 @@ class DurableJournal(Journal):
         return self._dirty
 
     def sync(self) -> None:
-        """msync the journal if anything changed since the last sync."""
+        """msync the journal if anything changed since the last sync; ``on_sync`` hears how
+        long the msync took, in seconds."""
         if not self._dirty:
             return
+        started_s = time.perf_counter()
         self._inner.flush()
         self._dirty = False
         self.syncs += 1
         if self._on_sync is not None:
-            self._on_sync()
+            self._on_sync(time.perf_counter() - started_s)
 
     # --- the Journal interface SyncObj uses
 
@@ -309,7 +320,7 @@ class DurableSyncObj(SyncObj):
         partner_addresses: Sequence[str],
         conf: Any,
         *,
-        on_sync: Callable[[], None] | None = None,
+        on_sync: Callable[[float], None] | None = None,
     ) -> None:
         if conf.autoTick:
             raise ValueError("DurableSyncObj needs autoTick=False: it patches before the 1st tick")

@@ -35,12 +35,20 @@ from dataclasses import dataclass
 from typing import Any, Final, NoReturn, TypeVar
 
 from pysyncobj import FAIL_REASON, SyncObjException, replicated
+from pysyncobj.monotonic import monotonic
 from pysyncobj.node import TCPNode
 
 from budgetd.codec import CodecError, decode_batch, decode_snapshot
+from budgetd.distribution import Distribution, DistributionSnapshot
 from budgetd.ledger import InvariantBroken, Ledger, codes
 from budgetd.replication.config import build_conf, data_files, entry_bytes_max
-from budgetd.replication.durability import DurableSyncObj, fsync_dir, reconcile_journal
+from budgetd.replication.durability import (
+    LAST_RESPONSE_ATTRIBUTE,
+    MATCH_INDEX_ATTRIBUTE,
+    DurableSyncObj,
+    fsync_dir,
+    reconcile_journal,
+)
 from budgetd.replication.snapshot import DumpError, SnapshotWriter, read_dump, read_header
 from budgetd.settings import Member, NodeSettings
 
@@ -52,8 +60,10 @@ __all__ = [
     "SEED_SNAPSHOT",
     "MembershipCallback",
     "Outcome",
+    "PeerStats",
     "ProposalCallback",
     "RaftNode",
+    "RaftStats",
     "ReplicationError",
 ]
 
@@ -62,6 +72,26 @@ EXIT_NODE_BROKEN: Final = 70
 
 #: How long close() waits for the tick thread.
 CLOSE_TIMEOUT_S: Final = 30.0
+
+#: The ops a ledger answers again from their idempotency key.
+REPLAYABLE_OPS: Final = ("commit", "put_campaign", "release", "reserve", "spend")
+#: Bucket bounds (seconds) of the journal msync timings.
+SYNC_BUCKETS_S: Final = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+)
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +161,7 @@ class _Replica(DurableSyncObj):
         partners: list[str],
         conf: Any,
         apply: Callable[[tuple[Any, ...], dict[str, Any]], list[dict[str, Any]]],
-        on_sync: Callable[[], None] | None = None,
+        on_sync: Callable[[float], None] | None = None,
     ) -> None:
         self._budgetd_apply = apply
         super().__init__(self_address, partners, conf, on_sync=on_sync)
@@ -160,6 +190,42 @@ class _View:
     leader_address: str | None = None
     peers: tuple[tuple[str, bool], ...] = ()
     ready: bool = False
+    #: Leader only: entries each peer is behind the commit index (None: not the leader).
+    peer_lag: tuple[tuple[str, int], ...] | None = None
+    #: Leader only: a majority (itself included) answered within the quorum window.
+    quorum: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PeerStats:
+    member_id: str | None
+    raft_address: str
+    connected: bool
+    #: Entries behind the leader's commit index, as the leader knows it (None on a follower).
+    lag_entries: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class RaftStats:
+    """What `budgetd.metrics` reads at scrape time; cheap to build (no hashing, no ledger walk)."""
+
+    role: str
+    term: int
+    commit_index: int
+    applied_index: int
+    leader_known: bool
+    quorum: bool | None
+    peers: tuple[PeerStats, ...]
+    snapshot: dict[str, Any]
+    journal_bytes: int
+    #: When the dump file was last written or installed (None: no dump yet).
+    dump_mtime_s: float | None
+    data_dir_free_bytes: int
+    data_dir_size_bytes: int
+    sync_seconds: DistributionSnapshot
+    last_apply_s: float
+    entries_applied: int
+    replayed_ops: dict[str, int]
 
 
 def _refusal(detail: str) -> list[dict[str, Any]]:
@@ -174,6 +240,15 @@ class RaftNode:
         self._settings = settings
         self._me = settings.me
         self._files = data_files(settings)
+        # Measured on the tick thread, read by `stats` (metrics) on any thread.
+        self._sync_seconds = Distribution(SYNC_BUCKETS_S)
+        self._last_apply_s = 0.0
+        self._entries_applied = 0
+        # Every op kind an idempotency key can answer: the dict never grows, so `stats` may copy
+        # it from another thread.
+        self._replayed_ops = dict.fromkeys(REPLAYABLE_OPS, 0)
+        # A leader counts a peer towards its quorum when it answered within this window.
+        self._quorum_window_s = settings.raft.election_timeout_max_ms / 1000
         self._entry_bytes_max = entry_bytes_max(settings)
         self._tick_s = settings.raft.tick_ms / 1000
         self._timeout_s = settings.proposer.request_timeout_ms / 1000
@@ -182,7 +257,11 @@ class RaftNode:
         self._ledger = Ledger()
         self._ledger_index = 0  # Raft index of the last entry applied to (or loaded into) it
         self._digest_cache: tuple[int, str] | None = None
-        self._writer = SnapshotWriter(self._files.dump, lambda: self._ledger)
+        self._writer = SnapshotWriter(
+            self._files.dump,
+            lambda: self._ledger,
+            on_written=lambda **fields: self._event("snapshot_taken", **fields),
+        )
         # Raises SettingsError here, before anything binds, when the settings are unsafe.
         self._conf = build_conf(
             settings,
@@ -233,7 +312,13 @@ class RaftNode:
             reconcile_journal(files.journal, last=header.last, prev=header.prev)
         partners = [m.raft_address for m in self._settings.peers]
         try:
-            self._replica = _Replica(self._me.raft_address, partners, self._conf, self._apply)
+            self._replica = _Replica(
+                self._me.raft_address,
+                partners,
+                self._conf,
+                self._apply,
+                on_sync=self._sync_seconds.observe,
+            )
         except SyncObjException as error:
             raise ReplicationError(
                 f"cannot bind the Raft port at {self._conf.bindAddress}: {error.errorCode}"
@@ -326,9 +411,18 @@ class RaftNode:
                 with self._lock:
                     self._ledger_index = index
                 return _refusal(f"the log entry is not a budgetd batch: {error}")
+            started_s = time.perf_counter()
             with self._lock:
                 results = self._ledger.apply_batch(timestamp_ms, ops)
                 self._ledger_index = index
+            self._last_apply_s = time.perf_counter() - started_s
+            self._entries_applied += 1
+            if isinstance(ops, list) and len(ops) == len(results):
+                for op, result in zip(ops, results, strict=True):
+                    if isinstance(op, dict) and "replayed" in result:  # answered from its key
+                        kind = op.get("op")
+                        if kind in self._replayed_ops:
+                            self._replayed_ops[kind] += 1
             return results
         except InvariantBroken:
             _stop_node("a ledger invariant is broken")
@@ -352,7 +446,15 @@ class RaftNode:
         )
         if self._replica is not None:
             self._replica.postpone_election()
-        log.info("loaded the dump at index %d (term %d)", header.index, header.term)
+        if self._first_tick_done:
+            self._event(
+                "snapshot_installed",
+                snapshot_index=header.index,
+                snapshot_term=header.term,
+                size_bytes=os.path.getsize(path),
+            )
+        else:
+            log.info("loaded the dump at index %d (term %d)", header.index, header.term)
         me = self._me.raft_address
         return header.last, header.prev, [TCPNode(a) for a in header.cluster if a != me]
 
@@ -620,6 +722,7 @@ class RaftNode:
             "leader_id": leader_id,
             "leader_raft_address": view.leader_address,
             "ready": view.ready,
+            "quorum": view.quorum,
             "members": members,
             "snapshot": self._writer.info(),
         }
@@ -640,24 +743,128 @@ class RaftNode:
 
     def _on_state_changed(self, old: int, new: int) -> None:
         self._role = _ROLES.get(new, "unknown")
-        log.info("raft node %s: %s -> %s", self._me.id, _ROLES.get(old, old), _ROLES.get(new, new))
+        log.debug("raft node %s: %s -> %s", self._me.id, _ROLES.get(old, old), _ROLES.get(new, new))
+
+    def _event(self, event: str, **fields: Any) -> None:
+        """One structured log line for a change of this node's state (budgetd.logs renders the
+        fields), with the node's id, term and indexes."""
+        view = self._view
+        log.info(
+            event,
+            extra={
+                "node_id": self._me.id,
+                "term": view.term,
+                "commit_index": view.commit_index,
+                "applied_index": view.applied_index,
+                **fields,
+            },
+        )
 
     def _refresh_view(self) -> None:
         replica = self._replica
         if replica is None:
             return
         leader = replica._getLeader()
+        other_nodes = list(replica.otherNodes)
         peers = tuple(
-            sorted(
-                (node.address, bool(replica.isNodeConnected(node))) for node in replica.otherNodes
-            )
+            sorted((node.address, bool(replica.isNodeConnected(node))) for node in other_nodes)
         )
-        self._view = _View(
+        commit_index = int(replica.raftCommitIndex)
+        peer_lag: tuple[tuple[str, int], ...] | None = None
+        quorum: bool | None = None
+        if self._role == "leader":
+            match_index = getattr(replica, MATCH_INDEX_ATTRIBUTE)
+            last_response = getattr(replica, LAST_RESPONSE_ATTRIBUTE)
+            peer_lag = tuple(
+                sorted(
+                    (node.address, max(0, commit_index - int(match_index.get(node, 0))))
+                    for node in other_nodes
+                )
+            )
+            heard_after = monotonic() - self._quorum_window_s
+            answered = sum(1 for node in other_nodes if last_response.get(node, 0) > heard_after)
+            quorum = answered + 1 > (len(other_nodes) + 1) / 2
+        old = self._view
+        new = _View(
             role=self._role,
             term=int(replica.raftCurrentTerm),
-            commit_index=int(replica.raftCommitIndex),
+            commit_index=commit_index,
             applied_index=int(replica.raftLastApplied),
             leader_address=leader.address if leader is not None else None,
             peers=peers,
             ready=bool(replica.isReady()),
+            peer_lag=peer_lag,
+            quorum=quorum,
+        )
+        self._view = new
+        if old.role != "stopped":
+            self._log_changes(old, new)
+
+    def _log_changes(self, old: _View, new: _View) -> None:
+        """The events of one tick: role, leader, quorum and membership changes."""
+        if new.role != old.role:
+            self._event(f"became_{new.role}", previous_role=old.role)
+        if new.leader_address != old.leader_address:
+            self._event(
+                "leader_changed",
+                leader_id=self._member_id(new.leader_address),
+                previous_leader_id=self._member_id(old.leader_address),
+            )
+        if new.role == "leader" and old.role == "leader" and new.quorum != old.quorum:
+            self._event("quorum_regained" if new.quorum else "quorum_lost")
+        old_peers = {address for address, _ in old.peers}
+        new_peers = {address for address, _ in new.peers}
+        for address in sorted(new_peers - old_peers):
+            self._event("member_added", member_id=self._member_id(address), raft_address=address)
+        for address in sorted(old_peers - new_peers):
+            self._event("member_removed", member_id=self._member_id(address), raft_address=address)
+
+    def _member_id(self, address: str | None) -> str | None:
+        member = None if address is None else self._members.get(address)
+        return None if member is None else member.id
+
+    def stats(self) -> RaftStats:
+        """This node's Raft, disk and apply figures, for metrics (any thread, no ledger lock)."""
+        view = self._view
+        lag = dict(view.peer_lag or ())
+        files = self._files
+        try:
+            journal_bytes = os.path.getsize(files.journal)
+        except OSError:
+            journal_bytes = 0
+        try:
+            dump_mtime_s: float | None = os.path.getmtime(files.dump)
+        except OSError:
+            dump_mtime_s = None
+        try:
+            disk = os.statvfs(files.data_dir)
+            free_bytes = disk.f_bavail * disk.f_frsize
+            size_bytes = disk.f_blocks * disk.f_frsize
+        except OSError:
+            free_bytes = size_bytes = 0
+        return RaftStats(
+            role=view.role,
+            term=view.term,
+            commit_index=view.commit_index,
+            applied_index=view.applied_index,
+            leader_known=view.leader_address is not None,
+            quorum=view.quorum,
+            peers=tuple(
+                PeerStats(
+                    member_id=self._member_id(address),
+                    raft_address=address,
+                    connected=connected,
+                    lag_entries=lag.get(address) if view.peer_lag is not None else None,
+                )
+                for address, connected in view.peers
+            ),
+            snapshot=self._writer.info(),
+            journal_bytes=journal_bytes,
+            dump_mtime_s=dump_mtime_s,
+            data_dir_free_bytes=free_bytes,
+            data_dir_size_bytes=size_bytes,
+            sync_seconds=self._sync_seconds.snapshot(),
+            last_apply_s=self._last_apply_s,
+            entries_applied=self._entries_applied,
+            replayed_ops=dict(self._replayed_ops),
         )

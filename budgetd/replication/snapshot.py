@@ -196,8 +196,17 @@ class SnapshotWriter:
     All methods run on the tick thread, except `info`, which any thread may call.
     """
 
-    def __init__(self, dump_path: str, ledger_now: Callable[[], Ledger]) -> None:
+    def __init__(
+        self,
+        dump_path: str,
+        ledger_now: Callable[[], Ledger],
+        *,
+        on_written: Callable[..., None] | None = None,
+    ) -> None:
+        """``on_written(snapshot_index=, size_bytes=, duration_s=, fork_ms=)`` hears of each dump
+        moved into place (on the tick thread); without it the writer logs a line itself."""
         self._path = dump_path
+        self._on_written = on_written
         self._ledger_now = ledger_now
         self._job: _Job | None = None
         self._report: int | None = None
@@ -299,13 +308,21 @@ class SnapshotWriter:
                     last_duration_ms=round(duration_s * 1000, 3),
                     last_at_unix_ms=int(time.time() * 1000),
                 )
-                log.info(
-                    "dump at index %d written: %d bytes in %.3f s (fork %.1f ms)",
-                    job.header.index,
-                    size,
-                    duration_s,
-                    job.fork_s * 1000,
-                )
+                if self._on_written is not None:
+                    self._on_written(
+                        snapshot_index=job.header.index,
+                        size_bytes=size,
+                        duration_s=round(duration_s, 6),
+                        fork_ms=round(job.fork_s * 1000, 3),
+                    )
+                else:
+                    log.info(
+                        "dump at index %d written: %d bytes in %.3f s (fork %.1f ms)",
+                        job.header.index,
+                        size,
+                        duration_s,
+                        job.fork_s * 1000,
+                    )
                 return int(SERIALIZER_STATE.SUCCESS)
         else:
             log.error("the dump writer exited with %s", exit_code)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -366,3 +367,25 @@ async def test_a_leader_that_never_answers(
     assert reply.status == status, reply.body
     assert "timed out" in reply.body["detail"]
     assert len(requests) == 1
+
+
+async def test_the_request_id_is_echoed_and_crosses_to_the_leader(echo, start_follower):
+    address, seen = echo
+    follower = await start_follower(address)
+    headers = {"Authorization": "Bearer admin-secret-token", "Content-Type": "application/json"}
+    body = b'{"currency":"USD","timezone":"UTC"}'
+    given = await follower.client.put(
+        "/v1/campaigns/acme", data=body, headers={**headers, "X-Request-Id": "bid-42.a"}
+    )
+    made = await follower.client.put("/v1/campaigns/acme", data=body, headers=headers)
+    garbage = await follower.client.put(
+        "/v1/campaigns/acme", data=body, headers={**headers, "X-Request-Id": "no spaces <>"}
+    )
+    assert given.headers["X-Request-Id"] == "bid-42.a"
+    sent = [{name.lower(): value for name, value in r["headers"].items()} for r in seen]
+    assert sent[0]["x-request-id"] == "bid-42.a"
+    for response, headers_sent in ((made, sent[1]), (garbage, sent[2])):
+        request_id = response.headers["X-Request-Id"]
+        assert re.fullmatch(r"[0-9a-f]{32}", request_id), request_id
+        assert headers_sent["x-request-id"] == request_id
+    assert made.headers["X-Request-Id"] != garbage.headers["X-Request-Id"]

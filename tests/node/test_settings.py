@@ -110,3 +110,34 @@ def test_raft_never_binds_a_wildcard() -> None:
     document["node"]["raft_bind"] = "0.0.0.0:7080"
     with pytest.raises(SettingsError, match="not a wildcard"):
         settings.parse(document)
+
+
+def _with(**tables: dict[str, Any]) -> dict[str, Any]:
+    base = raw("local-3.toml")
+    return base | {"cluster": base["cluster"] | {"secret_file": None}} | tables
+
+
+def test_metrics_settings_bound_the_campaign_series() -> None:
+    default = settings.parse(_with())
+    assert (default.metrics.campaign_series_max, default.metrics.campaigns) == (500, ())
+    assert default.api.ready_lag_entries_max == 1_000
+    chosen = settings.parse(
+        _with(metrics={"campaign_series_max": 3, "campaigns": ["acme:summer", "acme:summer"]})
+    )
+    assert chosen.metrics.campaign_series_max == 3
+    assert chosen.metrics.campaigns == ("acme:summer",)
+
+
+@pytest.mark.parametrize(
+    ("metrics", "message"),
+    [
+        ({"campaign_series_max": 0}, "metrics.campaign_series_max must be a positive integer"),
+        ({"campaigns": "acme"}, "metrics.campaigns must be a list of campaign ids"),
+        ({"campaigns": [""]}, "metrics.campaigns must be a list of campaign ids"),
+        ({"campaign_series_max": 1, "campaigns": ["a", "b"]}, "more than"),
+        ({"series": 5}, "unknown setting metrics.series"),
+    ],
+)
+def test_bad_metrics_settings_are_named(metrics: dict[str, Any], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        settings.parse(_with(metrics=metrics))

@@ -41,6 +41,8 @@ from budgetd.replication import durability as durability_module
 from budgetd.replication.durability import (
     ELECTION_DEADLINE_ATTRIBUTE,
     JOURNAL_ATTRIBUTE,
+    LAST_RESPONSE_ATTRIBUTE,
+    MATCH_INDEX_ATTRIBUTE,
     META_STORER_ATTRIBUTE,
     PYSYNCOBJ_VERSION,
     DurableJournal,
@@ -194,6 +196,11 @@ def test_a_durable_sync_obj_replaces_journal_meta_storer_and_transport(tmp_path:
         assert "self.__raftElectionDeadline < monotonicTime()" in SYNCOBJ_SOURCE
         for name in ("doTick", "destroy", "forceLogCompaction", "addNodeToCluster"):
             assert callable(getattr(obj, name))
+        # The leader's per-peer bookkeeping that replication lag and quorum are read from.
+        assert isinstance(getattr(obj, MATCH_INDEX_ATTRIBUTE), dict)
+        assert isinstance(getattr(obj, LAST_RESPONSE_ATTRIBUTE), dict)
+        assert "self.__raftMatchIndex[node] = currentNodeIdx" in SYNCOBJ_SOURCE
+        assert "if self.__lastResponseTime[node] > deadline:" in SYNCOBJ_SOURCE
         obj.doTick(0.0)
     finally:
         obj.destroy()

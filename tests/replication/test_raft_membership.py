@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 
+import pytest
 from raft_helpers import (
     WAIT_S,
     Cluster,
@@ -55,8 +57,9 @@ def on_leader(
 
 
 def test_a_new_member_catches_up_by_snapshot_and_a_member_can_be_removed(
-    make_cluster: Callable[..., Cluster],
+    make_cluster: Callable[..., Cluster], caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="budgetd.replication.node")
     cluster = make_cluster(3, snapshot_entries=10)
     cluster.start_all()
     for i in range(25):
@@ -116,3 +119,26 @@ def test_a_new_member_catches_up_by_snapshot_and_a_member_can_be_removed(
     assert victim.applied_index() <= index_removed + 1
     for node in remaining:
         assert len(node.status()["members"]) == 3
+
+    # Each node logged its state changes as events with its id, term and indexes.
+    events = [
+        (record.getMessage(), record.__dict__)
+        for record in caplog.records
+        if record.name == "budgetd.replication.node"
+    ]
+
+    def logged(event: str, **fields: object) -> bool:
+        return any(
+            message == event and all(extra.get(k) == v for k, v in fields.items())
+            for message, extra in events
+        )
+
+    assert logged("snapshot_taken")
+    assert logged("snapshot_installed", node_id="n4")
+    # A member's id is known where its settings list it; its raft address always.
+    assert logged("member_added", raft_address=newcomer.raft_address)
+    assert logged("member_removed", member_id=victim_id)
+    assert logged("became_leader", node_id=leader_id)
+    for message, extra in events:
+        if message in ("member_added", "snapshot_installed", "became_leader"):
+            assert {"node_id", "term", "commit_index", "applied_index"} <= set(extra), message
