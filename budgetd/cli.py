@@ -524,6 +524,18 @@ def cluster_remove(member_id: str, url: str, token: str | None, as_json: bool) -
     http.show(http.call("DELETE", f"/v1/cluster/members/{urllib.parse.quote(member_id)}"))
 
 
+@cluster.command("transfer-leader")
+@click.option("--to", "target_id", default=None, help="Member id (default: any caught-up one).")
+@_http_options
+def cluster_transfer_leader(
+    target_id: str | None, url: str, token: str | None, as_json: bool
+) -> None:
+    """Move leadership to another member and wait until it leads (e.g. before stopping the
+    leader). Writes sent meanwhile get 503 unavailable: retry them with the same key."""
+    http = _client(url, token, as_json)
+    http.show(http.call("POST", "/v1/cluster/leader", {"node_id": target_id}))
+
+
 @main.group()
 def snapshot() -> None:
     """Back up the ledger and restore it."""
