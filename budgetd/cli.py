@@ -486,9 +486,10 @@ def cluster_status(url: str, token: str | None, as_json: bool) -> None:
         click.echo("")
         click.echo(f"{'member':<8} {'role':<10} {'dc':<10} {'healthy':<8} {'raft':<22} http")
         for m in s.get("members", []):
+            # A member added after this node started, and not yet in its config, has no id.
             click.echo(
-                f"{m['id']:<8} {m.get('role')!s:<10} {m.get('dc')!s:<10} "
-                f"{m.get('healthy')!s:<8} {m['raft_address']:<22} {m['http_address']}"
+                f"{m.get('id') or '?':<8} {m.get('role')!s:<10} {m.get('dc') or '?':<10} "
+                f"{m.get('healthy')!s:<8} {m['raft_address']:<22} {m.get('http_address') or '?'}"
             )
 
     http.show(http.call("GET", "/v1/cluster"), render)
