@@ -1,0 +1,5 @@
+"""`python -m budgetd` is the `budgetd` command."""
+
+from budgetd.cli import main
+
+main()

@@ -1,0 +1,38 @@
+"""budgetd's HTTP API v1 (DESIGN §5): aiohttp handlers in front of a `budgetd.service.Service`.
+
+Parses and checks strictly, builds ledger ops, awaits the service, encodes JSON or msgpack,
+answers errors as problem objects from one table; on a follower, forwards what needs the leader
+to it (`_forward`). No money arithmetic; never imports pysyncobj.
+
+    app = make_app(service, settings.api, Tokens.for_settings(settings.api.tokens_file))
+"""
+
+from budgetd.api._app import ROUTES, Access, Route, make_app
+from budgetd.api._problems import PROBLEMS, ProblemKind
+from budgetd.api._tokens import (
+    ADMIN,
+    BIDDER,
+    READER,
+    ROLES,
+    TokenEntry,
+    Tokens,
+    TokensError,
+    hash_token,
+)
+
+__all__ = [
+    "ADMIN",
+    "BIDDER",
+    "PROBLEMS",
+    "READER",
+    "ROLES",
+    "ROUTES",
+    "Access",
+    "ProblemKind",
+    "Route",
+    "TokenEntry",
+    "Tokens",
+    "TokensError",
+    "hash_token",
+    "make_app",
+]

@@ -1,0 +1,265 @@
+"""The aiohttp application: the route table with each route's access, authentication, and the
+middlewares that forward a follower's request to the leader, turn every error into a problem and
+measure every request.
+
+Imports aiohttp, prometheus_client and the api's own modules; never pysyncobj.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from importlib import resources
+from typing import Final
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from budgetd.api import _forward as forwarding
+from budgetd.api import _handlers as handlers
+from budgetd.api._call import METRICS, SERVICE, SETTINGS, Call
+from budgetd.api._metrics import CONTENT_TYPE, UNMATCHED, ApiMetrics
+from budgetd.api._problems import ApiError
+from budgetd.api._tokens import ADMIN, BIDDER, TokenEntry, Tokens
+from budgetd.api._wire import JSON, encode_error
+from budgetd.service import (
+    Conflict,
+    NotFound,
+    NotLeader,
+    OutcomeUnknown,
+    Service,
+    ServiceError,
+    Unavailable,
+)
+from budgetd.settings import ApiSettings
+
+__all__ = ["ROUTES", "Access", "Route", "make_app"]
+
+log = logging.getLogger("budgetd.api")
+
+TOKENS: Final = web.AppKey[Tokens]("budgetd_tokens")
+OPENAPI: Final = web.AppKey[bytes]("budgetd_openapi")
+
+Handler = Callable[[Call], Awaitable[web.StreamResponse]]
+
+
+class Access(enum.Enum):
+    """Who may call a route (prefix limits are checked by the handler, which knows the ids)."""
+
+    PUBLIC = "public"  # no token
+    READ = "read"  # any role
+    SPEND = "spend"  # admin or bidder
+    ADMIN = "admin"
+
+    def permits(self, caller: TokenEntry) -> bool:
+        if self is Access.SPEND:
+            return caller.is_admin or BIDDER in caller.roles
+        if self is Access.ADMIN:
+            return ADMIN in caller.roles
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    method: str
+    path: str
+    handler: Handler
+    access: Access
+
+
+async def _metrics(call: Call) -> web.StreamResponse:
+    response = web.Response(body=call.metrics.exposition())
+    response.headers["Content-Type"] = CONTENT_TYPE
+    return response
+
+
+async def _openapi(call: Call) -> web.StreamResponse:
+    return web.Response(body=call.request.app[OPENAPI], content_type=JSON)
+
+
+#: Every route of the API; budgetd/api/openapi.json documents exactly these.
+ROUTES: Final = (
+    Route("PUT", "/v1/campaigns/{id}", handlers.put_campaign, Access.ADMIN),
+    Route("GET", "/v1/campaigns/{id}", handlers.get_campaign, Access.READ),
+    Route("GET", "/v1/campaigns", handlers.list_campaigns, Access.READ),
+    Route("POST", "/v1/campaigns/{id}/spend", handlers.spend, Access.SPEND),
+    Route("POST", "/v1/reservations", handlers.reserve, Access.SPEND),
+    Route("GET", "/v1/reservations/{rid}", handlers.get_reservation, Access.READ),
+    Route("POST", "/v1/reservations/{rid}/commit", handlers.commit, Access.SPEND),
+    Route("POST", "/v1/reservations/{rid}/release", handlers.release, Access.SPEND),
+    Route("POST", "/v1/batch", handlers.batch, Access.SPEND),
+    Route("GET", "/v1/cluster", handlers.cluster, Access.READ),
+    Route("POST", "/v1/cluster/members", handlers.add_member, Access.ADMIN),
+    Route("DELETE", "/v1/cluster/members/{id}", handlers.remove_member, Access.ADMIN),
+    Route("POST", "/v1/cluster/leader", handlers.transfer_leader, Access.ADMIN),
+    Route("GET", "/v1/snapshot", handlers.snapshot, Access.ADMIN),
+    Route("GET", "/healthz", handlers.healthz, Access.PUBLIC),
+    Route("GET", "/readyz", handlers.readyz, Access.PUBLIC),
+    Route("GET", "/metrics", _metrics, Access.PUBLIC),
+    Route("GET", "/openapi.json", _openapi, Access.PUBLIC),
+)
+
+_CHALLENGE: Final = 'Bearer realm="budgetd"'
+
+
+def _authenticate(request: web.Request) -> TokenEntry:
+    header = request.headers.get("Authorization")
+    if header is None:
+        raise ApiError(
+            "unauthorized",
+            "send Authorization: Bearer <token>",
+            headers={"WWW-Authenticate": _CHALLENGE},
+        )
+    scheme, _, token = header.strip().partition(" ")
+    caller = request.app[TOKENS].authenticate(token.strip()) if scheme.lower() == "bearer" else None
+    if caller is None:
+        raise ApiError(
+            "unauthorized",
+            "the bearer token is not valid",
+            headers={"WWW-Authenticate": f'{_CHALLENGE}, error="invalid_token"'},
+        )
+    return caller
+
+
+def _guarded(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        caller = None
+        if route.access is not Access.PUBLIC:
+            caller = _authenticate(request)
+            if not route.access.permits(caller):
+                roles = ", ".join(sorted(caller.roles))
+                raise ApiError(
+                    "forbidden",
+                    f"token {caller.name!r} ({roles}) may not {route.method} {route.path}",
+                )
+        return await route.handler(Call(request, caller))
+
+    return guarded
+
+
+def _service_problem(error: ServiceError, request: web.Request) -> ApiError:
+    if isinstance(error, NotLeader) and error.leader_http:
+        headers = {
+            "Location": forwarding.leader_url(error.leader_http, request.raw_path),
+            forwarding.LEADER: error.leader_http,
+        }
+        if forwarding.prefers_redirect(request):
+            headers["Preference-Applied"] = "redirect"
+        return ApiError(
+            "not_leader",
+            f"this node is not the leader; send the request to {error.leader_http}: {error.detail}",
+            headers=headers,
+            extra={"leader": error.leader_http},
+        )
+    if isinstance(error, NotFound):
+        return ApiError("not_found", error.detail)
+    if isinstance(error, Conflict):
+        return ApiError("conflict", f"nothing was changed: {error.detail}")
+    if isinstance(error, NotLeader | Unavailable):
+        retry_after_s = error.retry_after_s if isinstance(error, Unavailable) else 1
+        return ApiError(
+            "unavailable",
+            f"nothing was written; retry with the same idempotency key: {error.detail}",
+            headers={"Retry-After": str(max(1, retry_after_s))},
+        )
+    assert isinstance(error, OutcomeUnknown), f"unknown service error {error!r}"
+    return ApiError(
+        "outcome_unknown",
+        f"the request may or may not have been applied; retry with the same idempotency key: "
+        f"{error.detail}",
+    )
+
+
+@web.middleware
+async def _problems(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Every error leaves as a problem object, encoded as the caller accepts. A request that
+    met NotLeader with a known leader is forwarded there, unless `forwarding.wanted` says no."""
+    try:
+        try:
+            return await handler(request)
+        except NotLeader as error:
+            if error.leader_http is None or not forwarding.wanted(request):
+                raise
+            leader_http = error.leader_http
+        return await forwarding.forward(request, leader_http)
+    except ApiError as error:
+        return encode_error(request, error)
+    except ServiceError as error:
+        return encode_error(request, _service_problem(error, request))
+    except web.HTTPException as error:
+        if error.status == 404:
+            return encode_error(request, ApiError("not_found", f"no route {request.path}"))
+        if error.status == 405:
+            allow = error.headers.get("Allow", "")
+            detail = f"{request.method} is not allowed on {request.path}; allowed: {allow}"
+            return encode_error(
+                request, ApiError("method_not_allowed", detail, headers={"Allow": allow})
+            )
+        if error.status == 413:
+            return encode_error(request, ApiError("payload_too_large", error.text or "too large"))
+        raise
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path)
+        detail = "internal error; a write may or may not have been applied"
+        return encode_error(request, ApiError("internal_error", detail))
+
+
+@web.middleware
+async def _measure(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Latency and status of every request, labelled by route template (bounded), not path."""
+    started_s = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as error:
+        status = error.status
+        raise
+    except asyncio.CancelledError:
+        status = 499  # the client went away
+        raise
+    finally:
+        route = request.match_info.route
+        resource = route.resource
+        if resource is None:
+            method, label = "other", UNMATCHED
+        else:
+            method, label = route.method, resource.canonical
+        request.app[METRICS].observe(
+            method=method, route=label, status=status, seconds=time.perf_counter() - started_s
+        )
+
+
+def make_app(
+    service: Service,
+    settings: ApiSettings,
+    tokens: Tokens,
+    *,
+    registry: CollectorRegistry | None = None,
+) -> web.Application:
+    """The HTTP API of one node. ``registry``: where the API's metrics live (a fresh one by
+    default; pass the node's to expose them with its other metrics)."""
+    for name in ("body_bytes_max", "batch_ops_max", "list_limit_max"):
+        value = getattr(settings, name)
+        assert type(value) is int and value >= 1, f"api.{name} must be a positive integer"
+    app = web.Application(
+        middlewares=[_measure, _problems], client_max_size=settings.body_bytes_max
+    )
+    app[SERVICE] = service
+    app[SETTINGS] = settings
+    app[TOKENS] = tokens
+    app[METRICS] = ApiMetrics(registry if registry is not None else CollectorRegistry())
+    app[OPENAPI] = resources.files("budgetd.api").joinpath("openapi.json").read_bytes()
+    app.cleanup_ctx.append(forwarding.client_context)
+    for route in ROUTES:
+        app.router.add_route(route.method, route.path, _guarded(route))
+    return app

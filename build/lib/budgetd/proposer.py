@@ -1,0 +1,297 @@
+"""Group commit: many concurrent requests become few log entries.
+
+Owns batching, time stamping, outcome mapping, the bounded queue, request timeouts, pulses and
+read barriers. Runs on the asyncio event loop; talks to the log only through `Log` (implemented by
+`budgetd.replication.RaftNode`). Imports nothing of aiohttp, click or pysyncobj.
+
+How a batch leaves: when fewer than ``inflight_batches_max`` entries are in flight, everything
+queued (up to ``batch_ops_max`` ops and ``batch_bytes_max`` bytes) goes at once as one entry — so
+an idle node answers with the latency of a single entry, and a busy one fills each entry while the
+previous one is being replicated. Each entry carries one timestamp, stamped here (DESIGN I6).
+
+Outcomes (research/jepsen.md §7): the log says OK (results come back), FAILED (definitely not
+applied → `Unavailable`) or UNKNOWN (`OutcomeUnknown`). A request not answered within
+``request_timeout_ms`` is `OutcomeUnknown`; its entry may still be applied later, which is why
+every mutating op carries an idempotency key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from budgetd.codec import encode_batch
+from budgetd.service import NotLeader, OutcomeUnknown, Unavailable
+from budgetd.settings import ProposerSettings
+
+__all__ = ["Clock", "Log", "LogOutcome", "Proposer", "SystemClock"]
+
+log = logging.getLogger("budgetd.proposer")
+
+#: How often stuck in-flight entries are looked for (their callback may never come: research
+#: pysyncobj.md §1.3, a partitioned leader's writes wait until the partition heals).
+_SWEEP_PERIOD_S = 0.25
+
+
+class LogOutcome(enum.Enum):
+    OK = "ok"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+
+
+class Log(Protocol):
+    """The replicated log as the proposer needs it."""
+
+    def propose(
+        self, entry: bytes, callback: Callable[[LogOutcome, list[dict[str, Any]] | None, str], None]
+    ) -> None:
+        """Append ``entry``; ``callback`` runs later, on any thread, exactly once if at all."""
+        ...
+
+    def is_leader(self) -> bool: ...
+
+    def leader_http(self) -> str | None:
+        """The HTTP address of the current leader, if known."""
+        ...
+
+    def applied_index(self) -> int: ...
+
+
+class Clock(Protocol):
+    def now_ms(self) -> int: ...
+
+    def monotonic_s(self) -> float: ...
+
+
+class SystemClock:
+    def now_ms(self) -> int:
+        return time.time_ns() // 1_000_000
+
+    def monotonic_s(self) -> float:
+        return time.monotonic()
+
+
+@dataclass(slots=True)
+class _Request:
+    ops: list[dict[str, Any]]
+    future: asyncio.Future[list[dict[str, Any]]]
+
+
+@dataclass(slots=True)
+class _Entry:
+    requests: list[_Request]
+    deadline_s: float
+    done: bool = False
+
+
+@dataclass(slots=True)
+class ProposerStats:
+    entries_proposed: int = 0
+    ops_proposed: int = 0
+    entries_failed: int = 0
+    entries_unknown: int = 0
+    requests_timed_out: int = 0
+    requests_rejected_queue_full: int = 0
+
+
+def _consume(future: asyncio.Future[list[dict[str, Any]]]) -> None:
+    """Mark a late exception as seen: its caller may have given up (timeout) already."""
+    if not future.cancelled():
+        future.exception()
+
+
+class Proposer:
+    """Turns `submit` and `barrier` calls into log entries. Create and use on one event loop."""
+
+    def __init__(
+        self, log_: Log, settings: ProposerSettings, *, clock: Clock | None = None
+    ) -> None:
+        self._log = log_
+        self._settings = settings
+        self._clock = clock or SystemClock()
+        self._queue: deque[_Request] = deque()
+        self._queued_ops = 0
+        self._inflight: list[_Entry] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.stats = ProposerStats()
+
+    # -- public ---------------------------------------------------------------------------------
+
+    async def submit(self, ops: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Apply ``ops`` together in one entry; their results. See budgetd.service.Service."""
+        return await self._enqueue(ops)
+
+    async def barrier(self) -> int:
+        """An empty request through the log (sharing an entry with others); the applied index."""
+        await self._enqueue([])
+        return self._log.applied_index()
+
+    async def start(self) -> None:
+        """Start the pulse and sweep tasks (on the running loop)."""
+        self._loop = asyncio.get_running_loop()
+        self._tasks = [
+            asyncio.create_task(self._pulse_forever(), name="budgetd-pulse"),
+            asyncio.create_task(self._sweep_forever(), name="budgetd-sweep"),
+        ]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        while self._queue:
+            request = self._queue.popleft()
+            if not request.future.done():
+                request.future.set_exception(Unavailable("the node is shutting down"))
+        self._queued_ops = 0
+
+    @property
+    def queued_ops(self) -> int:
+        return self._queued_ops
+
+    @property
+    def inflight_entries(self) -> int:
+        return len(self._inflight)
+
+    # -- internals ------------------------------------------------------------------------------
+
+    async def _enqueue(self, ops: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if not self._log.is_leader():
+            raise NotLeader("this node is not the leader", leader_http=self._log.leader_http())
+        if self._queued_ops + len(ops) > self._settings.queue_ops_max:
+            self.stats.requests_rejected_queue_full += 1
+            raise Unavailable(
+                f"the proposal queue holds {self._queued_ops} ops (max "
+                f"{self._settings.queue_ops_max})",
+                retry_after_s=1,
+            )
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        future: asyncio.Future[list[dict[str, Any]]] = loop.create_future()
+        future.add_done_callback(_consume)
+        self._queue.append(_Request(ops, future))
+        self._queued_ops += len(ops)
+        self._flush()
+        timeout_s = self._settings.request_timeout_ms / 1000
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout_s)
+        except TimeoutError:
+            self.stats.requests_timed_out += 1
+            raise OutcomeUnknown(
+                f"no answer from the log within {self._settings.request_timeout_ms} ms"
+            ) from None
+
+    def _flush(self) -> None:
+        settings = self._settings
+        while self._queue and len(self._inflight) < settings.inflight_batches_max:
+            requests: list[_Request] = []
+            ops: list[dict[str, Any]] = []
+            while self._queue:
+                request = self._queue[0]
+                if requests and len(ops) + len(request.ops) > settings.batch_ops_max:
+                    break
+                self._queue.popleft()
+                self._queued_ops -= len(request.ops)
+                if request.future.done():  # timed out or cancelled while queued
+                    continue
+                requests.append(request)
+                ops.extend(request.ops)
+            if not requests:
+                continue
+            entry_bytes = encode_batch(self._clock.now_ms(), ops)
+            while len(entry_bytes) > settings.batch_bytes_max and len(requests) > 1:
+                # Too large: give back the second half of the requests for the next entry.
+                keep = len(requests) // 2
+                for request in reversed(requests[keep:]):
+                    self._queue.appendleft(request)
+                    self._queued_ops += len(request.ops)
+                requests = requests[:keep]
+                ops = [op for request in requests for op in request.ops]
+                entry_bytes = encode_batch(self._clock.now_ms(), ops)
+            entry = _Entry(requests, self._clock.monotonic_s() + settings.request_timeout_ms / 1000)
+            self._inflight.append(entry)
+            self.stats.entries_proposed += 1
+            self.stats.ops_proposed += len(ops)
+            loop = self._loop
+            assert loop is not None
+
+            def on_done(
+                outcome: LogOutcome,
+                results: list[dict[str, Any]] | None,
+                reason: str,
+                entry: _Entry = entry,
+                loop: asyncio.AbstractEventLoop = loop,
+            ) -> None:
+                with contextlib.suppress(RuntimeError):  # loop closed at shutdown
+                    loop.call_soon_threadsafe(self._finish, entry, outcome, results, reason)
+
+            try:
+                self._log.propose(entry_bytes, on_done)
+            except Exception as error:
+                log.warning("proposal failed before reaching the log: %r", error)
+                self._finish(entry, LogOutcome.FAILED, None, f"not proposed: {error!r}")
+
+    def _finish(
+        self,
+        entry: _Entry,
+        outcome: LogOutcome,
+        results: list[dict[str, Any]] | None,
+        reason: str,
+    ) -> None:
+        if entry.done:
+            return
+        entry.done = True
+        with contextlib.suppress(ValueError):
+            self._inflight.remove(entry)
+        expected = sum(len(request.ops) for request in entry.requests)
+        if outcome is LogOutcome.OK and (results is None or len(results) != expected):
+            log.error("entry applied with %s results for %d ops", results, expected)
+            outcome, reason = LogOutcome.UNKNOWN, "the log returned results that do not match"
+        if outcome is LogOutcome.OK:
+            assert results is not None
+            start = 0
+            for request in entry.requests:
+                end = start + len(request.ops)
+                if not request.future.done():
+                    request.future.set_result(results[start:end])
+                start = end
+        else:
+            if outcome is LogOutcome.FAILED:
+                self.stats.entries_failed += 1
+                error: Exception = Unavailable(f"not applied: {reason}", retry_after_s=1)
+            else:
+                self.stats.entries_unknown += 1
+                error = OutcomeUnknown(f"outcome unknown: {reason}")
+            for request in entry.requests:
+                if not request.future.done():
+                    request.future.set_exception(error)
+        self._flush()
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(_SWEEP_PERIOD_S)
+            now = self._clock.monotonic_s()
+            for entry in list(self._inflight):
+                if entry.deadline_s <= now:
+                    self._finish(entry, LogOutcome.UNKNOWN, None, "no callback from the log")
+
+    async def _pulse_forever(self) -> None:
+        period_s = self._settings.pulse_interval_ms / 1000
+        while True:
+            await asyncio.sleep(period_s)
+            if not self._log.is_leader():
+                continue
+            try:
+                await self._enqueue([{"op": "pulse"}])
+            except (NotLeader, Unavailable, OutcomeUnknown) as error:
+                log.info("pulse not applied: %s", error.detail)

@@ -1,0 +1,271 @@
+"""A node's settings: read from TOML, checked once at start-up, one spelling everywhere.
+
+Owns the names and defaults of every setting (the TOML key, the CLI flag and the attribute are the
+same word). Imports only the stdlib; nothing here talks to the network or to pysyncobj.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "ApiSettings",
+    "Member",
+    "NodeSettings",
+    "ProposerSettings",
+    "RaftSettings",
+    "SettingsError",
+    "load",
+    "parse",
+]
+
+_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_ADDRESS = re.compile(r"(?P<host>[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:]+\]):(?P<port>[0-9]{1,5})")
+
+
+class SettingsError(ValueError):
+    """A setting is missing, unknown or out of range; the message names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    id: str
+    raft_address: str
+    http_address: str
+    dc: str = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class RaftSettings:
+    """pysyncobj's timers (budgetd.replication.config maps them), in milliseconds."""
+
+    #: Election timeout range: a follower that hears nothing for this long stands for election.
+    election_timeout_min_ms: int = 400
+    election_timeout_max_ms: int = 1_400
+    #: Heartbeat (and, with batching off, keep-alive) period of the leader.
+    heartbeat_ms: int = 50
+    #: A leader that has not heard from a majority for this long steps down.
+    leader_fallback_ms: int = 2_000
+    #: Dead-connection detection and redial interval.
+    connection_timeout_ms: int = 1_500
+    reconnect_ms: int = 500
+    #: Take a snapshot (full dump) after this many log entries, or this much time.
+    snapshot_entries: int = 20_000
+    snapshot_interval_ms: int = 300_000
+    #: Tick-thread poll period.
+    tick_ms: int = 5
+
+
+@dataclass(frozen=True, slots=True)
+class ProposerSettings:
+    """Group commit: many requests, few log entries."""
+
+    #: Operations and encoded bytes in one log entry.
+    batch_ops_max: int = 4_096
+    batch_bytes_max: int = 1_048_576
+    #: Operations waiting to be proposed; beyond it requests get 503 unavailable.
+    queue_ops_max: int = 100_000
+    #: Log entries in flight at once (proposed, not yet applied).
+    inflight_batches_max: int = 2
+    #: A request not answered within this gets 504 outcome_unknown.
+    request_timeout_ms: int = 5_000
+    #: The leader proposes a pulse (time, expiry, pacing, pruning) this often.
+    pulse_interval_ms: int = 1_000
+
+
+@dataclass(frozen=True, slots=True)
+class ApiSettings:
+    #: File of bearer tokens (see docs); none means the node refuses every request.
+    tokens_file: str | None = None
+    body_bytes_max: int = 1_048_576
+    batch_ops_max: int = 1_000
+    list_limit_max: int = 1_000
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSettings:
+    node_id: str
+    data_dir: str
+    members: tuple[Member, ...]
+    #: File holding the cluster secret (pysyncobj password); or the environment variable
+    #: BUDGETD_CLUSTER_SECRET. Required, also for a single member (its Raft port listens too).
+    secret_file: str | None = None
+    #: Raft binds here (default: this member's raft_address). Never 0.0.0.0 by default.
+    raft_bind: str | None = None
+    #: HTTP binds here (default: this member's http_address).
+    http_bind: str | None = None
+    raft: RaftSettings = field(default_factory=RaftSettings)
+    proposer: ProposerSettings = field(default_factory=ProposerSettings)
+    api: ApiSettings = field(default_factory=ApiSettings)
+
+    @property
+    def me(self) -> Member:
+        for member in self.members:
+            if member.id == self.node_id:
+                return member
+        raise SettingsError(f"node_id {self.node_id!r} is not among the members")
+
+    @property
+    def peers(self) -> tuple[Member, ...]:
+        return tuple(member for member in self.members if member.id != self.node_id)
+
+    def cluster_secret(self) -> str | None:
+        """The cluster secret from secret_file or BUDGETD_CLUSTER_SECRET, or None."""
+        if self.secret_file:
+            try:
+                secret = Path(self.secret_file).read_text(encoding="utf-8").strip()
+            except OSError as error:
+                raise SettingsError(f"secret_file {self.secret_file}: {error.strerror}") from error
+            if not secret:
+                raise SettingsError(f"secret_file {self.secret_file} is empty")
+            return secret
+        secret = os.environ.get("BUDGETD_CLUSTER_SECRET", "").strip()
+        return secret or None
+
+
+def _section(raw: dict[str, Any], name: str, cls: type[Any]) -> Any:
+    values = raw.pop(name, {})
+    if not isinstance(values, dict):
+        raise SettingsError(f"[{name}] must be a table")
+    known = {f.name: f for f in fields(cls)}
+    for key, value in values.items():
+        if key not in known:
+            raise SettingsError(f"unknown setting {name}.{key}")
+        expected = known[key].type
+        if expected == "int" and (type(value) is not int or value < 1):
+            raise SettingsError(f"{name}.{key} must be a positive integer, got {value!r}")
+        if expected == "str | None" and not isinstance(value, str):
+            raise SettingsError(f"{name}.{key} must be a string")
+    return cls(**values)
+
+
+def _check_address(name: str, address: object) -> str:
+    if not isinstance(address, str) or not (match := _ADDRESS.fullmatch(address)):
+        raise SettingsError(f"{name} must be host:port, got {address!r}")
+    if not 1 <= int(match["port"]) <= 65535:
+        raise SettingsError(f"{name} has port {match['port']} out of range")
+    return address
+
+
+def parse(raw: dict[str, Any], *, base_dir: Path | None = None) -> NodeSettings:
+    """Settings from a decoded TOML document; relative paths are relative to ``base_dir``."""
+    raw = dict(raw)
+    node = raw.pop("node", None)
+    cluster = raw.pop("cluster", None)
+    if not isinstance(node, dict):
+        raise SettingsError("missing [node] table")
+    if not isinstance(cluster, dict):
+        raise SettingsError("missing [cluster] table")
+    raft = _section(raw, "raft", RaftSettings)
+    proposer = _section(raw, "proposer", ProposerSettings)
+    api = _section(raw, "api", ApiSettings)
+    if raw:
+        raise SettingsError(f"unknown table(s): {', '.join(sorted(raw))}")
+
+    node = dict(node)
+    node_id = node.pop("id", None)
+    data_dir = node.pop("data_dir", None)
+    raft_bind = node.pop("raft_bind", None)
+    http_bind = node.pop("http_bind", None)
+    if node:
+        raise SettingsError(f"unknown setting(s) in [node]: {', '.join(sorted(node))}")
+    if not isinstance(node_id, str) or not _ID.fullmatch(node_id):
+        raise SettingsError("node.id must be 1-64 characters of [A-Za-z0-9_.-]")
+    if not isinstance(data_dir, str) or not data_dir:
+        raise SettingsError("node.data_dir is required")
+
+    cluster = dict(cluster)
+    secret_file = cluster.pop("secret_file", None)
+    raw_members = cluster.pop("members", None)
+    if cluster:
+        raise SettingsError(f"unknown setting(s) in [cluster]: {', '.join(sorted(cluster))}")
+    if not isinstance(raw_members, list) or not raw_members:
+        raise SettingsError("[[cluster.members]] must list at least one member")
+    members = []
+    for index, entry in enumerate(raw_members):
+        if not isinstance(entry, dict):
+            raise SettingsError(f"cluster.members[{index}] must be a table")
+        entry = dict(entry)
+        try:
+            member = Member(
+                id=entry.pop("id"),
+                raft_address=entry.pop("raft_address"),
+                http_address=entry.pop("http_address"),
+                dc=entry.pop("dc", "default"),
+            )
+        except KeyError as error:
+            raise SettingsError(f"cluster.members[{index}] needs {error.args[0]}") from None
+        if entry:
+            raise SettingsError(f"unknown setting(s) in cluster.members[{index}]: {sorted(entry)}")
+        if not isinstance(member.id, str) or not _ID.fullmatch(member.id):
+            raise SettingsError(f"cluster.members[{index}].id must match [A-Za-z0-9_.-]{{1,64}}")
+        _check_address(f"cluster.members[{index}].raft_address", member.raft_address)
+        _check_address(f"cluster.members[{index}].http_address", member.http_address)
+        if not isinstance(member.dc, str) or not _ID.fullmatch(member.dc):
+            raise SettingsError(f"cluster.members[{index}].dc must match [A-Za-z0-9_.-]{{1,64}}")
+        members.append(member)
+    for attribute in ("id", "raft_address", "http_address"):
+        values = [getattr(m, attribute) for m in members]
+        if len(set(values)) != len(values):
+            raise SettingsError(f"cluster members repeat a {attribute}")
+    for name, value in (("node.raft_bind", raft_bind), ("node.http_bind", http_bind)):
+        if value is not None:
+            _check_address(name, value)
+
+    def resolve(path: str) -> str:
+        if base_dir is None or os.path.isabs(path):
+            return path
+        return str(base_dir / path)
+
+    settings = NodeSettings(
+        node_id=node_id,
+        data_dir=resolve(data_dir),
+        members=tuple(members),
+        secret_file=None if secret_file is None else resolve(str(secret_file)),
+        raft_bind=raft_bind,
+        http_bind=http_bind,
+        raft=raft,
+        proposer=proposer,
+        api=replace(api, tokens_file=None if api.tokens_file is None else resolve(api.tokens_file)),
+    )
+    settings.me  # noqa: B018 - raises SettingsError when node.id is not a member
+    if raft.election_timeout_min_ms >= raft.election_timeout_max_ms:
+        raise SettingsError("raft.election_timeout_min_ms must be below election_timeout_max_ms")
+    if raft.heartbeat_ms * 3 >= raft.election_timeout_min_ms:
+        raise SettingsError("raft.heartbeat_ms must be under a third of election_timeout_min_ms")
+    if raft.leader_fallback_ms <= raft.heartbeat_ms:
+        raise SettingsError("raft.leader_fallback_ms must exceed raft.heartbeat_ms")
+    if raft.connection_timeout_ms < raft.election_timeout_max_ms:
+        raise SettingsError(
+            "raft.connection_timeout_ms must be at least raft.election_timeout_max_ms"
+        )
+    if raft.snapshot_entries < 2:
+        raise SettingsError("raft.snapshot_entries must be at least 2")
+    if raft_bind is not None and raft_bind.rpartition(":")[0] in ("0.0.0.0", "[::]", "::"):
+        raise SettingsError(
+            "node.raft_bind must be one address, not a wildcard: the Raft port must be "
+            "reachable by the members only"
+        )
+    if settings.cluster_secret() is None:
+        raise SettingsError(
+            "a node needs a cluster secret: set cluster.secret_file or BUDGETD_CLUSTER_SECRET "
+            "(the Raft port speaks pickle: without a secret, whoever reaches it runs code here)"
+        )
+    return settings
+
+
+def load(path: str | Path) -> NodeSettings:
+    path = Path(path)
+    try:
+        with path.open("rb") as file:
+            raw = tomllib.load(file)
+    except OSError as error:
+        raise SettingsError(f"{path}: {error.strerror}") from error
+    except tomllib.TOMLDecodeError as error:
+        raise SettingsError(f"{path}: {error}") from error
+    return parse(raw, base_dir=path.parent)

@@ -1,0 +1,54 @@
+"""jepsen-lite: budgetd's fault-injection harness. Real `budgetd run` processes, one network
+namespace each, routed through a control namespace whose firewall cuts links on demand.
+
+Talks to budgetd only through its CLI (`budgetd run`) and HTTP; imports no budgetd module.
+
+Errors::
+
+    SandboxError      the sandbox cannot be built, or a command inside it failed
+    └── Refused       this machine cannot host a sandbox (not root, `ip` or `nft` missing);
+                      the message is a one-line reason
+"""
+
+from jepsen_lite.checkers import (
+    Result,
+    compose,
+    convergence,
+    election_safety,
+    exactly_once,
+    no_lost_spend,
+    no_overspend,
+    stale_reads,
+    stats,
+)
+from jepsen_lite.history import History, Op, load, outcome
+from jepsen_lite.http import NamespaceHttp, Response
+from jepsen_lite.net import Net
+from jepsen_lite.sandbox import Node, Refused, Sandbox, SandboxError, preflight
+from jepsen_lite.workload import ClusterSampler, Workload
+
+__all__ = [
+    "ClusterSampler",
+    "History",
+    "NamespaceHttp",
+    "Net",
+    "Node",
+    "Op",
+    "Refused",
+    "Response",
+    "Result",
+    "Sandbox",
+    "SandboxError",
+    "Workload",
+    "compose",
+    "convergence",
+    "election_safety",
+    "exactly_once",
+    "load",
+    "no_lost_spend",
+    "no_overspend",
+    "outcome",
+    "preflight",
+    "stale_reads",
+    "stats",
+]

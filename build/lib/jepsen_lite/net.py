@@ -1,0 +1,127 @@
+"""Partitions: one nftables set of cut (source, destination) address pairs in the control
+namespace, which routes every node-to-node packet. Each change is one `nft -f` transaction, so
+a partition appears (or heals) at once. Cut TCP gets a reset, anything else an ICMP reject, so
+peers fail fast instead of waiting for timeouts. The harness's own address is never cut.
+
+Imports no budgetd module.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Final
+
+from jepsen_lite._run import run
+
+__all__ = ["TABLE", "Net"]
+
+#: The nftables table (family inet) in the control namespace.
+TABLE: Final = "jl"
+#: Cut pairs one transaction may install: every directed pair of a 16-node cluster.
+CUT_PAIRS_MAX: Final = 16 * 15
+
+_BASE: Final = f"""\
+table inet {TABLE} {{
+  set cut {{ type ipv4_addr . ipv4_addr; }}
+  chain filter_fwd {{
+    type filter hook forward priority 0; policy accept;
+    ip saddr . ip daddr @cut meta l4proto tcp counter reject with tcp reset
+    ip saddr . ip daddr @cut counter reject
+  }}
+}}
+"""
+
+
+class Net:
+    """The cut links between nodes, by node id. ``addresses`` maps node id to its IPv4
+    address; ``namespace`` is the control namespace that routes between them."""
+
+    def __init__(self, namespace: str, addresses: Mapping[str, str]) -> None:
+        self.namespace = namespace
+        self.addresses = dict(addresses)
+        self._cut: frozenset[tuple[str, str]] = frozenset()
+
+    def install(self) -> None:
+        """Create the table with an empty cut set (a fresh control namespace has no rules)."""
+        self._nft(_BASE)
+        self._cut = frozenset()
+
+    @property
+    def cut(self) -> frozenset[tuple[str, str]]:
+        """The directed (from node, to node) pairs cut now, as last applied."""
+        return self._cut
+
+    def apply(self, pairs: Iterable[tuple[str, str]]) -> None:
+        """Make exactly ``pairs`` (directed, by node id) the cut links, in one transaction."""
+        wanted = frozenset(pairs)
+        for source, destination in wanted:
+            if source == destination:
+                raise ValueError(f"a node cannot be cut from itself: {source}")
+            for node_id in (source, destination):
+                if node_id not in self.addresses:
+                    raise ValueError(f"unknown node {node_id!r}")
+        if len(wanted) > CUT_PAIRS_MAX:
+            raise ValueError(f"{len(wanted)} cut pairs exceed CUT_PAIRS_MAX={CUT_PAIRS_MAX}")
+        script = f"flush set inet {TABLE} cut\n"
+        if wanted:
+            elements = ", ".join(
+                f"{self.addresses[s]} . {self.addresses[d]}" for s, d in sorted(wanted)
+            )
+            script += f"add element inet {TABLE} cut {{ {elements} }}\n"
+        self._nft(script)
+        self._cut = wanted
+
+    def partition(self, groups: Sequence[Iterable[str]]) -> None:
+        """Split the nodes into ``groups``: every node in exactly one; links between groups
+        are cut both ways, links inside a group stay up."""
+        component: dict[str, int] = {}
+        for index, group in enumerate(groups):
+            for node_id in group:
+                if node_id not in self.addresses:
+                    raise ValueError(f"unknown node {node_id!r}")
+                if node_id in component:
+                    raise ValueError(f"node {node_id} is in two groups")
+                component[node_id] = index
+        missing = sorted(set(self.addresses) - set(component))
+        if missing:
+            raise ValueError(f"nodes in no group: {', '.join(missing)}")
+        self.apply((a, b) for a in component for b in component if component[a] != component[b])
+
+    def isolate(self, node_id: str) -> None:
+        """Cut ``node_id`` from every other node; the others still see each other."""
+        self.partition([[node_id], [n for n in self.addresses if n != node_id]])
+
+    def heal(self) -> None:
+        """Restore every link."""
+        self.apply(())
+
+    def installed(self) -> frozenset[tuple[str, str]]:
+        """The cut pairs as nftables holds them now, read back (by node id)."""
+        listing = json.loads(
+            run(
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    self.namespace,
+                    "nft",
+                    "-j",
+                    "list",
+                    "set",
+                    "inet",
+                    TABLE,
+                    "cut",
+                ]
+            )
+        )
+        by_address = {address: node_id for node_id, address in self.addresses.items()}
+        pairs = set()
+        for item in listing["nftables"]:
+            for element in item.get("set", {}).get("elem", []):
+                source, destination = element["concat"]
+                pairs.add((by_address[source], by_address[destination]))
+        return frozenset(pairs)
+
+    def _nft(self, script: str) -> None:
+        run(["ip", "netns", "exec", self.namespace, "nft", "-f", "-"], stdin=script)
