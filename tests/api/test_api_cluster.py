@@ -182,10 +182,11 @@ ADMIN_CALLS = [
     ("GET", "/v1/snapshot", None),
     ("POST", "/v1/cluster/leader", {"node_id": "n2"}),
 ]
+ADMIN_IDS = ["add", "remove", "snap", "leader"]
 
 
 @pytest.mark.parametrize("token", NOT_ADMIN)
-@pytest.mark.parametrize(("method", "path", "body"), ADMIN_CALLS, ids=["add", "remove", "snap", "leader"])
+@pytest.mark.parametrize(("method", "path", "body"), ADMIN_CALLS, ids=ADMIN_IDS)
 async def test_admin_only(api, service, token, method, path, body):
     args = () if body is None else (body,)
     reply = await api.call(method, path, *args, token=token)
@@ -270,7 +271,7 @@ async def test_bad_member_id_in_the_path(api, service, member_id):
     assert service.membership_changes == []
 
 
-@pytest.mark.parametrize(("method", "path", "body"), ADMIN_CALLS, ids=["add", "remove", "snap", "leader"])
+@pytest.mark.parametrize(("method", "path", "body"), ADMIN_CALLS, ids=ADMIN_IDS)
 async def test_unknown_query_parameters(api, service, method, path, body):
     args = () if body is None else (body,)
     reply = await api.call(method, f"{path}?force=1", *args)
@@ -296,7 +297,7 @@ FAILURES = [
 
 
 @pytest.mark.parametrize(("error", "status", "retry_after"), FAILURES, ids=["busy", "nl", "unk"])
-@pytest.mark.parametrize(("method", "path", "body"), ADMIN_CALLS, ids=["add", "remove", "snap", "leader"])
+@pytest.mark.parametrize(("method", "path", "body"), ADMIN_CALLS, ids=ADMIN_IDS)
 async def test_service_failures(api, service, error, status, retry_after, method, path, body):
     service.membership_error = service.barrier_error = error
     args = () if body is None else (body,)
@@ -308,7 +309,7 @@ async def test_service_failures(api, service, error, status, retry_after, method
     assert _ids_of(service) == ["n1", "n2"]
 
 
-@pytest.mark.parametrize(("method", "path", "body"), ADMIN_CALLS, ids=["add", "remove", "snap", "leader"])
+@pytest.mark.parametrize(("method", "path", "body"), ADMIN_CALLS, ids=ADMIN_IDS)
 async def test_not_leader_with_prefer_redirect_is_307(api, service, method, path, body):
     service.membership_error = service.barrier_error = NotLeader("f", leader_http="10.0.0.1:80")
     args = () if body is None else (body,)
