@@ -49,6 +49,8 @@ class Load:
     campaign_id: str = "acme"
     ops_max: int = 2_000
     attempts_max: int = 400
+    #: Nodes the load does not send to (a paused node would hold each request until timeout).
+    avoid: frozenset[str] = frozenset()
     errors: Counter[str] = field(default_factory=Counter)
     spends: dict[str, int] = field(default_factory=dict)
     commits: dict[int, int] = field(default_factory=dict)
@@ -122,7 +124,7 @@ class Load:
         """The same key until a definite answer, trying every running node in turn."""
         for _ in range(self.attempts_max):
             for node in self.cluster.nodes:
-                if node.process is None:
+                if node.process is None or node.node_id in self.avoid:
                     continue
                 try:
                     response = self.cluster.request(

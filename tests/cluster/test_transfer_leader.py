@@ -96,3 +96,32 @@ def test_the_cli_moves_leadership_and_refuses_what_it_cannot_do(cluster: Cluster
     bad = transfer(cluster, leader, "not an id")
     assert bad.returncode == 1
     assert bad.stderr.startswith("budgetd: invalid_request (400)"), bad.stderr
+
+
+def test_a_target_that_stops_mid_transfer_leaves_a_working_cluster(cluster: Cluster) -> None:
+    leader = cluster.leader()
+    put_campaign(cluster)
+    cluster.wait_converged()
+    target = next(n.node_id for n in cluster.nodes if n.node_id != leader)
+    cluster.pause(target)  # SIGSTOP: connected, silent — the worst case for the leader
+    try:
+        response = cluster.request(
+            leader, "POST", "/v1/cluster/leader", {"node_id": target}, timeout_s=30
+        )
+        # Either TimeoutNow was sent and nobody took over (504), or the target fell behind
+        # before it could be sent (503). Both are retryable, and neither loses anything.
+        assert response.status in (503, 504), response
+        assert response.body["code"] in ("unavailable", "outcome_unknown")
+        assert response.body["retryable"] is True
+        # The cluster goes on writing without the target (the old leader, or whoever the two
+        # running nodes elect, takes writes again).
+        print(f"\ntransfer to a paused target: {response.status} {response.body['detail']}")
+        load = Load(cluster, ops_max=20, avoid=frozenset({target}))
+        load.start()
+        load.join()
+        assert load.acknowledged == 20, load.failures
+    finally:
+        cluster.resume(target)
+    cluster.leader()
+    cluster.wait_converged()
+    load.check([n.node_id for n in cluster.nodes])
