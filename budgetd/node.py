@@ -32,6 +32,11 @@ log = logging.getLogger("budgetd.node")
 #: GET /v1/cluster reuses a digest this young: hashing the state costs seconds at 1,000,000
 #: reservations, and monitors poll the route (``?digest=fresh`` computes one now).
 DIGEST_MAX_AGE_S = 10.0
+#: A leadership transfer waits this long at most for the proposals in flight to end and the
+#: target to match the leader's log (a healthy follower does in a round trip). With the wait
+#: for the election (2 × raft.election_timeout_max_ms) a transfer ends within the follower's
+#: forward timeout (budgetd.api._forward.FORWARD_TIMEOUT_S) for election timeouts up to 3 s.
+TRANSFER_CATCH_UP_S_MAX = 3.0
 T = TypeVar("T")
 
 _OUTCOMES = {Outcome.OK: LogOutcome.OK, Outcome.FAILED: LogOutcome.FAILED}
@@ -72,6 +77,7 @@ class Node:
         self.raft = RaftNode(settings)
         self.proposer = Proposer(_RaftLog(self.raft), settings.proposer)
         self._digest: tuple[float, int, str] | None = None
+        self._transferring = False
 
     @property
     def node_id(self) -> str:
@@ -160,9 +166,10 @@ class Node:
         """Hand leadership to ``target_id`` (None: the most caught-up connected follower).
 
         The steps, on the leader: (1) hold new proposals (they fail at once: 503, nothing
-        written); (2) let the proposals in flight end, up to request_timeout_ms; (3) ask
-        pysyncobj to send Raft's TimeoutNow, which it does only once the target's match index
-        equals this leader's last log index — retried until then, up to request_timeout_ms;
+        written); (2) let the proposals in flight end and (3) ask pysyncobj to send Raft's
+        TimeoutNow, which it does only once the target's match index equals this leader's last
+        log index — retried until then; (2) and (3) together up to TRANSFER_CATCH_UP_S_MAX (or
+        request_timeout_ms if shorter);
         (4) the target stands for election at once with a higher term and, holding the longest
         log, wins; this leader steps down on its vote request; (5) wait up to twice
         election_timeout_max_ms for another leader, then accept proposals again (as a
@@ -182,10 +189,13 @@ class Node:
         if target_id is not None and target_id not in members:
             raise NotFound(f"no member {target_id!r}")
         raft = self.settings.raft
-        catch_up_s = self.settings.proposer.request_timeout_ms / 1000
+        if self._transferring:
+            raise Unavailable("a leadership transfer is already in progress", retry_after_s=1)
+        catch_up_s = min(self.settings.proposer.request_timeout_ms / 1000, TRANSFER_CATCH_UP_S_MAX)
         election_s = 2 * raft.election_timeout_max_ms / 1000
         poll_s = max(raft.tick_ms, 10) / 1000
         loop = asyncio.get_running_loop()
+        self._transferring = True
         self.raft.hold_proposals(True)
         try:
             deadline = loop.time() + catch_up_s
@@ -218,6 +228,7 @@ class Node:
                 await asyncio.sleep(poll_s)
         finally:
             self.raft.hold_proposals(False)
+            self._transferring = False
         still = "still leads" if self.raft.is_leader() else "stepped down; no leader yet"
         raise OutcomeUnknown(
             f"TimeoutNow sent to {target_id or 'a follower'} but no other leader within "
