@@ -2,7 +2,8 @@
 cluster under a bidder load, kill -9 of a follower and its data dir deleted, `budgetd cluster
 remove-node`, then a new member (new id, new ports) started and `budgetd cluster add-node`-ed;
 it catches up through a snapshot install. Every acknowledged write is there once, and the new
-member's digest equals the others'."""
+member's digest equals the others'. Then the other members get the new member list and a
+restart each, and the new member can lead, with followers forwarding to it."""
 
 from __future__ import annotations
 
@@ -107,6 +108,30 @@ def test_a_follower_with_a_lost_disk_is_replaced_by_a_new_member(cluster: Cluste
     assert sorted(m["id"] for m in view["members"]) == sorted(ids)
     status = budgetd(cluster, "cluster", "status")
     assert dead.node_id not in status.stdout
+
+    # 3. The new member list into every other node's config, and a restart of each, one at a
+    #    time: then every node knows the new member's id and HTTP address, and forwards to it
+    #    when it leads.
+    for node in survivors:
+        node.config.write_text(local_config(node.node_id, members, raft="snapshot_entries = 16"))
+        assert cluster.stop(node.node_id) == 0
+        cluster.start(node.node_id)
+        assert cluster.wait_ready(timeout_s=60) == [], cluster.logs()
+    cluster.leader()
+    budgetd(cluster, "cluster", "transfer-leader", "--to", new.node_id)
+    assert cluster.leader() == new.node_id
+    follower = survivors[0].node_id
+    view = cluster.cluster_view(follower)
+    assert sorted(m["id"] for m in view["members"]) == sorted(ids)
+    spend = {"amount_micros": 7, "bidder_id": "load"}
+    forwarded = cluster.request(
+        follower, "POST", "/v1/campaigns/acme/spend", spend, headers={"Idempotency-Key": "last"}
+    )
+    assert forwarded.status == 200, forwarded
+    assert forwarded.headers["X-Budgetd-Leader"] == new.http_address
+    load.spends["last"] = 7
+    cluster.wait_converged(ids)
+    load.check(ids)
     print(
         f"\nreplace a node under load: {load.acknowledged} writes acknowledged, errors seen "
         f"and retried: {dict(load.errors)}"
