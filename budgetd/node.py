@@ -210,9 +210,10 @@ class Node:
                 if reason == "unknown_member":
                     raise NotFound(f"{target_id!r} is not a connected member")
                 if reason != "target_not_ready" or loop.time() >= deadline:
+                    who = f"{target_id} did not match" if target_id else "no follower matched"
                     raise Unavailable(
-                        f"leadership not moved: {target_id or 'no follower'} did not catch up "
-                        f"with the leader's log within {catch_up_s:g} s ({reason})",
+                        f"leadership not moved: {who} the leader's log within {catch_up_s:g} s "
+                        f"({reason})",
                         retry_after_s=1,
                     )
                 await asyncio.sleep(poll_s)

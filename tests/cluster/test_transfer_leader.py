@@ -125,3 +125,17 @@ def test_a_target_that_stops_mid_transfer_leaves_a_working_cluster(cluster: Clus
     cluster.leader()
     cluster.wait_converged()
     load.check([n.node_id for n in cluster.nodes])
+
+
+def test_a_lone_node_has_nobody_to_hand_over_to(tmp_path: Path) -> None:
+    lone = Cluster.create(tmp_path / "lone", size=1)
+    try:
+        leader = lone.leader()
+        response = lone.request(leader, "POST", "/v1/cluster/leader", {}, timeout_s=30)
+        assert (response.status, response.body["code"]) == (503, "unavailable"), response
+        assert "no follower matched the leader's log" in response.body["detail"]
+        # Nothing moved, and the node takes writes again at once.
+        put_campaign(lone)
+        assert lone.leader() == leader
+    finally:
+        lone.stop_all()
