@@ -35,9 +35,11 @@ def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]
             print(cluster.logs())
 
 
-def budgetd(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
-    """The CLI as an operator runs it, against any running node."""
-    url = next(n.url for n in cluster.nodes if n.running)
+def budgetd(
+    cluster: Cluster, *args: str, via: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The CLI as an operator runs it, against node ``via`` (default: any running node)."""
+    url = next(n.url for n in cluster.nodes if n.running and via in (None, n.node_id))
     command = [sys.executable, "-m", "budgetd", *args, "--url", url, "--token", cluster.token]
     result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, (args, result.stdout, result.stderr)
@@ -136,3 +138,50 @@ def test_a_follower_with_a_lost_disk_is_replaced_by_a_new_member(cluster: Cluste
         f"\nreplace a node under load: {load.acknowledged} writes acknowledged, errors seen "
         f"and retried: {dict(load.errors)}"
     )
+
+
+def test_a_member_with_a_lost_disk_comes_back_under_its_own_name(cluster: Cluster) -> None:
+    """The Kubernetes way (a StatefulSet pod keeps its name and address; its PVC is new): remove
+    the member, start it again with an empty data dir, add it back under the same id."""
+    leader = cluster.leader()
+    put_campaign(cluster)
+    load = Load(cluster, ops_max=1_000)
+    load.start()
+    try:
+        load.wait_for(40)
+        lost = next(n for n in cluster.nodes if n.node_id != leader)
+        cluster.kill(lost.node_id)
+        shutil.rmtree(cluster.root / lost.node_id)
+        budgetd(cluster, "cluster", "remove-node", lost.node_id)
+        others = [n.node_id for n in cluster.nodes if n.node_id != lost.node_id]
+        until(
+            lambda: all(len(cluster.cluster_view(i)["members"]) == 2 for i in others),
+            "the others to drop the lost member",
+        )
+        load.wait_for(load.acknowledged + 40)
+        cluster.start(lost.node_id)  # its config is unchanged: every member, itself included
+        budgetd(
+            cluster,
+            "cluster",
+            "add-node",
+            "--id",
+            lost.node_id,
+            "--raft-address",
+            lost.raft_address,
+            "--http-address",
+            lost.http_address,
+            "--dc",
+            "local",
+            via=others[0],
+        )
+        load.wait_for(load.acknowledged + 40)
+    finally:
+        load.stop()
+        load.join()
+    ids = [n.node_id for n in cluster.nodes]
+    cluster.wait_converged(ids)
+    load.check(ids)
+    assert cluster.cluster_view(lost.node_id)["snapshot"]["installed"] >= 1
+    # Every node knows it under its id, so it can lead.
+    budgetd(cluster, "cluster", "transfer-leader", "--to", lost.node_id)
+    assert cluster.leader() == lost.node_id
