@@ -1,5 +1,0 @@
-"""`python -m budgetd` is the `budgetd` command."""
-
-from budgetd.cli import main
-
-main()
