@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import os
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -105,11 +106,15 @@ def test_the_statefulset_spreads_five_members_and_starts_them_together() -> None
     assert pod["terminationGracePeriodSeconds"] >= 10
 
 
-def test_every_container_is_non_root_read_only_and_bounded() -> None:
-    pod = _pod()
+def _backup_pod() -> dict[str, Any]:
+    return dict(the("CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"])
+
+
+@pytest.mark.parametrize("pod", [_pod(), _backup_pod()], ids=["statefulset", "backup"])
+def test_every_container_is_non_root_read_only_and_bounded(pod: dict[str, Any]) -> None:
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] == 10001  # the image's user (Dockerfile)
-    for container in [*pod["initContainers"], *pod["containers"]]:
+    for container in [*pod.get("initContainers", []), *pod["containers"]]:
         context = container["securityContext"]
         assert context["readOnlyRootFilesystem"] is True
         assert context["allowPrivilegeEscalation"] is False
@@ -230,7 +235,7 @@ def test_the_render_step_refuses_what_budgetd_could_not_run(
 
 
 def test_the_secret_holds_placeholders_that_a_node_refuses(tmp_path: Path) -> None:
-    secret = the("Secret")
+    secret = the("Secret", "budgetd")
     values = secret["stringData"]
     assert set(values) == {"cluster-secret", "tokens.toml"}
     assert "REPLACE" in values["cluster-secret"]
@@ -244,3 +249,43 @@ def test_the_secret_holds_placeholders_that_a_node_refuses(tmp_path: Path) -> No
     assert env["valueFrom"]["secretKeyRef"] == {"name": "budgetd", "key": "cluster-secret"}
     volume = next(v for v in _pod()["volumes"] if v["name"] == "secret")
     assert volume["secret"]["secretName"] == secret["metadata"]["name"]
+
+
+# ----------------------------------------------------------------------------------------------
+# The backup job's command, against a real cluster
+
+
+@pytest.mark.cluster
+def test_the_backup_job_saves_a_snapshot_and_prunes_old_ones(tmp_path: Path) -> None:
+    from budgetd.codec import decode_snapshot
+    from tests.cluster.harness import Cluster
+
+    (container,) = _backup_pod()["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    service = the("Service", "budgetd")["metadata"]["name"]
+    assert env["BUDGETD_URL"] == f"http://{service}.{NAMESPACE}.svc.cluster.local:8080"
+    assert container["volumeMounts"][0]["mountPath"] == env["BACKUP_DIR"]
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    old = backups / "budgetd-20200101T000000Z.snapshot"
+    old.write_bytes(b"old")
+    os.utime(old, (0, 0))
+    cluster = Cluster.create(tmp_path / "cluster")
+    try:
+        cluster.leader()
+        run_env = {
+            "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+            "BUDGETD_URL": cluster.nodes[0].url,
+            "BUDGETD_TOKEN": cluster.token,
+            "BACKUP_DIR": str(backups),
+            "KEEP_DAYS": env["KEEP_DAYS"],
+        }
+        done = subprocess.run(
+            container["command"], env=run_env, capture_output=True, text=True, timeout=60
+        )
+    finally:
+        cluster.stop_all()
+    assert done.returncode == 0, done.stderr
+    (saved,) = backups.glob("budgetd-*.snapshot")
+    assert saved != old, "the backup older than KEEP_DAYS is pruned"
+    decode_snapshot(saved.read_bytes())
