@@ -503,9 +503,10 @@ def cluster_status(url: str, token: str | None, as_json: bool) -> None:
         click.echo("")
         click.echo(f"{'member':<8} {'role':<10} {'dc':<10} {'healthy':<8} {'raft':<22} http")
         for m in s.get("members", []):
+            # A member added after this node started, and not yet in its config, has no id.
             click.echo(
-                f"{m['id']:<8} {m.get('role')!s:<10} {m.get('dc')!s:<10} "
-                f"{m.get('healthy')!s:<8} {m['raft_address']:<22} {m['http_address']}"
+                f"{m.get('id') or '?':<8} {m.get('role')!s:<10} {m.get('dc') or '?':<10} "
+                f"{m.get('healthy')!s:<8} {m['raft_address']:<22} {m.get('http_address') or '?'}"
             )
 
     http.show(http.call("GET", "/v1/cluster"), render)
@@ -539,6 +540,18 @@ def cluster_remove(member_id: str, url: str, token: str | None, as_json: bool) -
     """Remove a member from the cluster."""
     http = _client(url, token, as_json)
     http.show(http.call("DELETE", f"/v1/cluster/members/{urllib.parse.quote(member_id)}"))
+
+
+@cluster.command("transfer-leader")
+@click.option("--to", "target_id", default=None, help="Member id (default: any caught-up one).")
+@_http_options
+def cluster_transfer_leader(
+    target_id: str | None, url: str, token: str | None, as_json: bool
+) -> None:
+    """Move leadership to another member and wait until it leads (e.g. before stopping the
+    leader). Writes sent meanwhile get 503 unavailable: retry them with the same key."""
+    http = _client(url, token, as_json)
+    http.show(http.call("POST", "/v1/cluster/leader", {"node_id": target_id}))
 
 
 @main.group()

@@ -183,6 +183,18 @@ class LocalCluster:
             process.send_signal(signal.SIGKILL)
             process.wait(10)
 
+    def stop(self, node_id: str, timeout_s: float = 30.0) -> int:
+        """SIGTERM one node (a clean shutdown, as a supervisor stops it) and wait for it to
+        exit; its exit status. Raises RuntimeError if it is still running after ``timeout_s``."""
+        process = self.node(node_id).process
+        if process is None or process.poll() is not None:
+            raise RuntimeError(f"{node_id} is not running")
+        process.send_signal(signal.SIGTERM)
+        try:
+            return process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"{node_id} did not stop within {timeout_s} s of SIGTERM") from None
+
     def pause(self, node_id: str) -> None:
         self._signal(node_id, signal.SIGSTOP)
 

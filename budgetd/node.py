@@ -33,6 +33,11 @@ log = logging.getLogger("budgetd.node")
 #: GET /v1/cluster reuses a digest this young: hashing the state costs seconds at 1,000,000
 #: reservations, and monitors poll the route (``?digest=fresh`` computes one now).
 DIGEST_MAX_AGE_S = 10.0
+#: A leadership transfer waits this long at most for the proposals in flight to end and the
+#: target to match the leader's log (a healthy follower does in a round trip). With the wait
+#: for the election (2 × raft.election_timeout_max_ms) a transfer ends within the follower's
+#: forward timeout (budgetd.api._forward.FORWARD_TIMEOUT_S) for election timeouts up to 3 s.
+TRANSFER_CATCH_UP_S_MAX = 3.0
 T = TypeVar("T")
 
 _OUTCOMES = {Outcome.OK: LogOutcome.OK, Outcome.FAILED: LogOutcome.FAILED}
@@ -73,6 +78,7 @@ class Node:
         self.raft = RaftNode(settings)
         self.proposer = Proposer(_RaftLog(self.raft), settings.proposer)
         self._digest: tuple[float, int, str] | None = None
+        self._transferring = False
 
     @property
     def node_id(self) -> str:
@@ -182,6 +188,103 @@ class Node:
         if outcome is Outcome.FAILED:
             raise Unavailable(f"membership not changed: {reason}", retry_after_s=1)
         raise OutcomeUnknown(f"membership change outcome unknown: {reason}")
+
+    async def transfer_leader(self, target_id: str | None) -> dict[str, Any]:
+        """Hand leadership to ``target_id`` (None: the most caught-up connected follower).
+
+        The steps, on the leader: (1) hold new proposals (they fail at once: 503, nothing
+        written); (2) let the proposals in flight end and (3) ask pysyncobj to send Raft's
+        TimeoutNow, which it does only once the target's match index equals this leader's last
+        log index — retried until then; (2) and (3) together up to TRANSFER_CATCH_UP_S_MAX (or
+        request_timeout_ms if shorter);
+        (4) the target stands for election at once with a higher term and, holding the longest
+        log, wins; this leader steps down on its vote request; (5) wait up to twice
+        election_timeout_max_ms for another leader, then accept proposals again (as a
+        follower they go to the new leader). Raft's own rules keep every committed entry
+        whatever happens: if the target dies after TimeoutNow, this leader either stays leader
+        (the target never campaigned: 504, nothing moved) or has stepped down and the others
+        elect a leader after an election timeout, as after any crash (504, naming who leads).
+        """
+        if not self.raft.is_leader():
+            raise NotLeader(
+                "leadership transfers start at the leader", leader_http=self._leader_http()
+            )
+        me = self.node_id
+        members = {m["id"]: m for m in self.raft.status()["members"]}
+        if target_id == me:
+            return self._transfer_result(me)
+        if target_id is not None and target_id not in members:
+            raise NotFound(f"no member {target_id!r}")
+        raft = self.settings.raft
+        if self._transferring:
+            raise Unavailable("a leadership transfer is already in progress", retry_after_s=1)
+        catch_up_s = min(self.settings.proposer.request_timeout_ms / 1000, TRANSFER_CATCH_UP_S_MAX)
+        election_s = 2 * raft.election_timeout_max_ms / 1000
+        poll_s = max(raft.tick_ms, 10) / 1000
+        loop = asyncio.get_running_loop()
+        self._transferring = True
+        self.raft.hold_proposals(True)
+        try:
+            deadline = loop.time() + catch_up_s
+            while self.raft.proposals_pending() and loop.time() < deadline:
+                await asyncio.sleep(poll_s)
+            while True:
+                outcome, reason = await self._send_timeout_now(target_id)
+                if outcome is Outcome.OK:
+                    break
+                if reason == "not_leader":
+                    raise NotLeader("this node lost leadership", leader_http=self._leader_http())
+                if reason == "unknown_member":
+                    raise NotFound(f"{target_id!r} is not a connected member")
+                if reason != "target_not_ready" or loop.time() >= deadline:
+                    who = f"{target_id} did not match" if target_id else "no follower matched"
+                    raise Unavailable(
+                        f"leadership not moved: {who} the leader's log within {catch_up_s:g} s "
+                        f"({reason})",
+                        retry_after_s=1,
+                    )
+                await asyncio.sleep(poll_s)
+            deadline = loop.time() + election_s
+            while loop.time() < deadline:
+                leader = self.raft.leader_id()
+                if leader is not None and leader != me and not self.raft.is_leader():
+                    if target_id is None or leader == target_id:
+                        return self._transfer_result(leader, previous=me)
+                    raise OutcomeUnknown(
+                        f"leadership moved to {leader}, not to {target_id} (did it stop?)"
+                    )
+                await asyncio.sleep(poll_s)
+        finally:
+            self.raft.hold_proposals(False)
+            self._transferring = False
+        still = "still leads" if self.raft.is_leader() else "stepped down; no leader yet"
+        raise OutcomeUnknown(
+            f"TimeoutNow sent to {target_id or 'a follower'} but no other leader within "
+            f"{election_s:g} s; {me} {still}"
+        )
+
+    async def _send_timeout_now(self, target_id: str | None) -> tuple[Outcome, str]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[tuple[Outcome, str]] = loop.create_future()
+
+        def done(outcome: Outcome, reason: str) -> None:
+            def resolve() -> None:
+                if not future.done():
+                    future.set_result((outcome, reason))
+
+            loop.call_soon_threadsafe(resolve)
+
+        self.raft.send_timeout_now(target_id, done)
+        return await future
+
+    def _transfer_result(self, leader_id: str, previous: str | None = None) -> dict[str, Any]:
+        status = self.raft.status()
+        return {
+            "leader_id": leader_id,
+            "previous_leader_id": previous or leader_id,
+            "term": status["term"],
+            "transferred": previous is not None,
+        }
 
     async def snapshot(self) -> bytes:
         await self.barrier()

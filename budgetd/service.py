@@ -126,6 +126,15 @@ class Service(Protocol):
         """
         ...
 
+    async def transfer_leader(self, target_id: str | None) -> dict[str, Any]:
+        """Move leadership to ``target_id`` (None: any caught-up follower); return once another
+        node leads: ``{leader_id, previous_leader_id, term, transferred}`` (``transferred`` is
+        false when ``target_id`` already leads). New writes on the leader fail with Unavailable
+        meanwhile. Raises NotLeader, NotFound (no such member), Unavailable (the target did not
+        catch up: nothing moved), OutcomeUnknown (TimeoutNow was sent, but the target did not
+        take over in time; check `cluster_status`)."""
+        ...
+
     async def snapshot(self) -> bytes:
         """A consistent snapshot of the ledger (`budgetd.codec.encode_snapshot`), taken after a
         barrier, between two applied batches. Raises like `barrier`. (The API names the file

@@ -100,6 +100,7 @@ ROUTES: Final = (
     Route("GET", "/v1/cluster", handlers.cluster, Access.READ),
     Route("POST", "/v1/cluster/members", handlers.add_member, Access.ADMIN),
     Route("DELETE", "/v1/cluster/members/{id}", handlers.remove_member, Access.ADMIN),
+    Route("POST", "/v1/cluster/leader", handlers.transfer_leader, Access.ADMIN),
     Route("GET", "/v1/snapshot", handlers.snapshot, Access.ADMIN),
     Route("GET", "/healthz", handlers.healthz, Access.PUBLIC),
     Route("GET", "/readyz", handlers.readyz, Access.PUBLIC),

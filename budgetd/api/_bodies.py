@@ -211,6 +211,13 @@ MEMBER_ADD: Final = Object(
     description="A node to add to the cluster; start it first with the new member list.",
 )
 
+LEADER_TRANSFER: Final = Object(
+    {"node_id": Nullable(MEMBER_ID, "the member to lead; null or absent: any caught-up follower")},
+    frozenset(),
+    name="LeaderTransfer",
+    description="Move leadership to another member (POST /v1/cluster/leader).",
+)
+
 # ----------------------------------------------------------------------------------------------
 # Responses (open objects: a client must ignore fields it does not know)
 
@@ -416,6 +423,15 @@ CLUSTER: Final = _response(
 )
 MEMBERS: Final = _response(
     "Members", {"members": Array(MEMBER, description="the configuration after the change")}
+)
+LEADER: Final = _response(
+    "Leader",
+    {
+        "leader_id": String(r".+", "the member that leads now"),
+        "previous_leader_id": String(r".+", "the member that led when the request arrived"),
+        "term": COUNT,
+        "transferred": Boolean("false: the named member already led; nothing changed"),
+    },
 )
 HEALTH: Final = _response("Health", {"status": Choice(("ok",)), "node_id": String(r".+")})
 READY: Final = _response("Ready", {"ready": Boolean(), "node_id": String(r".+")})

@@ -381,6 +381,12 @@ async def remove_member(call: Call) -> web.Response:
     return _members(call)
 
 
+async def transfer_leader(call: Call) -> web.Response:
+    call.query()
+    body = await call.body(bodies.LEADER_TRANSFER)
+    return call.respond(await call.service.transfer_leader(body.get("node_id")))
+
+
 async def snapshot(call: Call) -> web.Response:
     call.query()
     data = await call.service.snapshot()

@@ -380,6 +380,24 @@ def _paths() -> dict[str, dict[str, Any]]:
                 },
             },
         },
+        "/v1/cluster/leader": {
+            "post": {
+                "operationId": "transferLeader",
+                "summary": "Move leadership to node_id (admin; null: the most caught-up "
+                "follower), e.g. before stopping the leader for maintenance. The leader holds "
+                "new writes (503 unavailable, nothing written), waits until the target's log "
+                "matches its own, sends it Raft's TimeoutNow and answers once another node "
+                "leads. 503: the target did not catch up, nothing moved; 504 outcome_unknown: "
+                "TimeoutNow was sent but the target did not take over in time (GET /v1/cluster "
+                "says who leads). Needs no idempotency key: asking again for the member that "
+                "already leads answers 200 with transferred false.",
+                "requestBody": {"required": True, "content": _content(bodies.LEADER_TRANSFER)},
+                "responses": {
+                    "200": _ok("the member that leads now", bodies.LEADER),
+                    **_problems(*_ADMIN_ERRORS, "not_found", "payload_too_large"),
+                },
+            },
+        },
         "/v1/snapshot": {
             "get": {
                 "operationId": "snapshot",
@@ -465,6 +483,7 @@ def document() -> dict[str, Any]:
         bodies.SPEND,
         bodies.BATCH,
         bodies.MEMBER_ADD,
+        bodies.LEADER_TRANSFER,
         bodies.CAMPAIGN,
         bodies.CAMPAIGN_WRITTEN,
         bodies.CAMPAIGN_LIST,
@@ -476,6 +495,7 @@ def document() -> dict[str, Any]:
         bodies.BATCH_RESULT,
         bodies.CLUSTER,
         bodies.MEMBERS,
+        bodies.LEADER,
         bodies.HEALTH,
         bodies.READY,
         bodies.PROBLEM,

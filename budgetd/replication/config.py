@@ -34,6 +34,13 @@ _COMMAND_OVERHEAD_BYTES: Final = 4_096
 
 _WILDCARD_HOSTS: Final = frozenset({"0.0.0.0", "::", "[::]", ""})
 
+#: How long pysyncobj trusts a resolved peer name (its default is 600 s). A member addressed by
+#: a DNS name whose address changes (a Kubernetes pod rescheduled behind its stable name) is
+#: dialled at the new address within this time; a name that does not resolve yet (a pod not
+#: created yet) is asked again after the fail time (default 30 s).
+DNS_CACHE_S: Final = 5.0
+DNS_FAIL_CACHE_S: Final = 1.0
+
 
 @dataclass(frozen=True, slots=True)
 class DataFiles:
@@ -162,6 +169,9 @@ def build_conf(
         connectionTimeout=_seconds(raft.connection_timeout_ms),
         # Only the side with the larger address string redials, this often (research §4).
         connectionRetryTime=_seconds(raft.reconnect_ms),
+        # Peer names are resolved again after a few seconds, not ten minutes (DNS_CACHE_S).
+        dnsCacheTime=DNS_CACHE_S,
+        dnsFailCacheTime=DNS_FAIL_CACHE_S,
         # --- persistence: always a journal AND a full dump (a journal alone wedges the node
         # after the first compaction, research §3.2 S1).
         journalFile=files.journal,

@@ -285,6 +285,8 @@ class RaftNode:
         self._deadlines: list[tuple[float, int]] = []
         self._tokens = itertools.count(1)
         self._membership_busy = False
+        # Set while this leader hands leadership over: new proposals fail at once (definite).
+        self._transferring = False
         # Outcomes reached off the tick thread, delivered by it.
         self._deferred: deque[Callable[[], None]] = deque()
 
@@ -514,6 +516,9 @@ class RaftNode:
         if not replica._isLeader():
             self._submit_refused(deliver, "not_leader")
             return
+        if self._transferring:
+            self._submit_refused(deliver, "leadership_transfer")
+            return
         token = next(self._tokens)
         deadline = time.monotonic() + (self._timeout_s if timeout_s is None else timeout_s)
         with self._pending_lock:
@@ -640,6 +645,59 @@ class RaftNode:
             callback(outcome, reason)
 
         self._submit(deliver, None, send)
+
+    # ------------------------------------------------------------------------------------------
+    # Leadership transfer (budgetd.node.Node.transfer_leader runs the steps)
+
+    def hold_proposals(self, hold: bool) -> None:
+        """While held, every new proposal (membership changes, barriers and pulses included)
+        fails at once with FAILED "leadership_transfer": definitely not submitted. A leader
+        handing over holds them so that its log stops growing and the target can match it."""
+        with self._pending_lock:
+            self._transferring = hold
+
+    def proposals_pending(self) -> int:
+        """Proposals submitted and not yet ended (applied, failed or timed out)."""
+        with self._pending_lock:
+            return len(self._pending)
+
+    def send_timeout_now(self, member_id: str | None, callback: MembershipCallback) -> None:
+        """Ask pysyncobj (0.3.17, ``SyncObj.transferLeadership``) to send Raft's TimeoutNow to
+        ``member_id`` (None: the connected follower with the highest match index), on the tick
+        thread: the target stands for election at once, with a term above the leader's.
+
+        ``callback(outcome, reason)`` runs once on the tick thread: OK "sent" (only sent: the
+        caller watches the leader change); FAILED "target_not_ready" while the target is not
+        connected or its match index is below this leader's last log index (pysyncobj refuses
+        then, so the target never campaigns with a log shorter than the leader's), "not_leader",
+        "unknown_member" or "closed"."""
+        address = None
+        if member_id is not None:
+            address = next((a for a, m in self._members.items() if m.id == member_id), None)
+            if address is None or all(address != peer for peer, _ in self._view.peers):
+                self._membership_refused(callback, "unknown_member")
+                return
+
+        def send() -> None:
+            replica = self._replica
+            if replica is None or not replica._isLeader():
+                callback(Outcome.FAILED, "not_leader")
+                return
+            result: list[Any] = []
+            replica.transferLeadership(address, callback=lambda _r, err: result.append(err))
+            if result and result[0] == FAIL_REASON.SUCCESS:
+                callback(Outcome.OK, "sent")
+            elif result and result[0] == FAIL_REASON.NOT_LEADER:
+                callback(Outcome.FAILED, "not_leader")
+            else:
+                callback(Outcome.FAILED, "target_not_ready")
+
+        with self._pending_lock:
+            accepting = self._accepting
+            if accepting:
+                self._deferred.append(send)
+        if not accepting:
+            callback(Outcome.FAILED, "closed")
 
     # ------------------------------------------------------------------------------------------
     # Reads and status

@@ -181,6 +181,21 @@ class ScriptedService:
         self.members = kept
         self.index += 1
 
+    async def transfer_leader(self, target_id: str | None) -> dict[str, Any]:
+        self.membership_changes.append(("transfer", target_id or ""))
+        if self.membership_error is not None:
+            raise self.membership_error
+        ids = [member["id"] for member in self.members]
+        if target_id is not None and target_id not in ids:
+            raise NotFound(f"no member {target_id!r}")
+        leader = target_id or next(i for i in ids if i != self._node_id)
+        return {
+            "leader_id": leader,
+            "previous_leader_id": self._node_id,
+            "term": 4,
+            "transferred": leader != self._node_id,
+        }
+
     async def snapshot(self) -> bytes:
         await self.barrier()
         return encode_snapshot(self.ledger)

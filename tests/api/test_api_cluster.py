@@ -91,6 +91,61 @@ async def test_the_node_decides_whether_the_leader_may_remove_itself(api, servic
 
 
 # ----------------------------------------------------------------------------------------------
+# Leadership transfer
+
+
+async def test_transfer_leadership_to_a_named_member(api, service, fmt):
+    reply = await api.call("POST", "/v1/cluster/leader", {"node_id": "n2"}, fmt=fmt)
+    assert reply.status == 200, reply.body
+    assert reply.body == {
+        "leader_id": "n2",
+        "previous_leader_id": "n1",
+        "term": 4,
+        "transferred": True,
+    }
+    assert service.membership_changes == [("transfer", "n2")]
+    assert service.submits == []
+
+
+@pytest.mark.parametrize("body", [{}, {"node_id": None}], ids=["absent", "null"])
+async def test_transfer_leadership_to_any_member(api, service, body):
+    reply = await api.call("POST", "/v1/cluster/leader", body)
+    assert reply.status == 200 and reply.body["leader_id"] == "n2"
+    assert service.membership_changes == [("transfer", "")]
+
+
+async def test_transfer_leadership_to_an_unknown_member_is_404(api, service):
+    reply = await api.call("POST", "/v1/cluster/leader", {"node_id": "n9"})
+    assert (reply.status, reply.body["code"]) == (404, "not_found")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"node_id": ""}, {"node_id": "a b"}, {"node_id": 3}, {"to": "n2"}, []],
+    ids=["empty", "space", "int", "unknown-field", "array"],
+)
+async def test_a_bad_transfer_request_is_400_and_moves_nothing(api, service, body):
+    reply = await api.call("POST", "/v1/cluster/leader", body)
+    assert (reply.status, reply.body["code"]) == (400, "invalid_request"), reply.body
+    assert service.membership_changes == []
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "code"),
+    [
+        (Unavailable("n2 did not catch up", retry_after_s=1), 503, "unavailable"),
+        (OutcomeUnknown("TimeoutNow sent, no new leader"), 504, "outcome_unknown"),
+    ],
+    ids=["not-caught-up", "no-new-leader"],
+)
+async def test_a_transfer_that_did_not_finish_is_retryable(api, service, error, status, code):
+    service.membership_error = error
+    reply = await api.call("POST", "/v1/cluster/leader", {"node_id": "n2"})
+    assert (reply.status, reply.body["code"]) == (status, code)
+    assert reply.body["retryable"] is True
+
+
+# ----------------------------------------------------------------------------------------------
 # Snapshot
 
 
@@ -125,11 +180,13 @@ ADMIN_CALLS = [
     ("POST", "/v1/cluster/members", NEW),
     ("DELETE", "/v1/cluster/members/n2", None),
     ("GET", "/v1/snapshot", None),
+    ("POST", "/v1/cluster/leader", {"node_id": "n2"}),
 ]
+ADMIN_IDS = ["add", "remove", "snap", "leader"]
 
 
 @pytest.mark.parametrize("token", NOT_ADMIN)
-@pytest.mark.parametrize(("method", "path", "body"), ADMIN_CALLS, ids=["add", "remove", "snap"])
+@pytest.mark.parametrize(("method", "path", "body"), ADMIN_CALLS, ids=ADMIN_IDS)
 async def test_admin_only(api, service, token, method, path, body):
     args = () if body is None else (body,)
     reply = await api.call(method, path, *args, token=token)
@@ -214,7 +271,7 @@ async def test_bad_member_id_in_the_path(api, service, member_id):
     assert service.membership_changes == []
 
 
-@pytest.mark.parametrize(("method", "path", "body"), ADMIN_CALLS, ids=["add", "remove", "snap"])
+@pytest.mark.parametrize(("method", "path", "body"), ADMIN_CALLS, ids=ADMIN_IDS)
 async def test_unknown_query_parameters(api, service, method, path, body):
     args = () if body is None else (body,)
     reply = await api.call(method, f"{path}?force=1", *args)
@@ -240,7 +297,7 @@ FAILURES = [
 
 
 @pytest.mark.parametrize(("error", "status", "retry_after"), FAILURES, ids=["busy", "nl", "unk"])
-@pytest.mark.parametrize(("method", "path", "body"), ADMIN_CALLS, ids=["add", "remove", "snap"])
+@pytest.mark.parametrize(("method", "path", "body"), ADMIN_CALLS, ids=ADMIN_IDS)
 async def test_service_failures(api, service, error, status, retry_after, method, path, body):
     service.membership_error = service.barrier_error = error
     args = () if body is None else (body,)
@@ -252,7 +309,7 @@ async def test_service_failures(api, service, error, status, retry_after, method
     assert _ids_of(service) == ["n1", "n2"]
 
 
-@pytest.mark.parametrize(("method", "path", "body"), ADMIN_CALLS, ids=["add", "remove", "snap"])
+@pytest.mark.parametrize(("method", "path", "body"), ADMIN_CALLS, ids=ADMIN_IDS)
 async def test_not_leader_with_prefer_redirect_is_307(api, service, method, path, body):
     service.membership_error = service.barrier_error = NotLeader("f", leader_http="10.0.0.1:80")
     args = () if body is None else (body,)

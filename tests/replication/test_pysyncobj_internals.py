@@ -122,6 +122,28 @@ def test_every_peer_message_goes_through_the_transport() -> None:
     assert "transportClass(self, self.__selfNode, self.__otherNodes)" in SYNCOBJ_SOURCE
 
 
+def test_leadership_transfer_is_the_timeout_now_that_raft_node_expects() -> None:
+    """RaftNode.send_timeout_now and Node.transfer_leader rely on pysyncobj 0.3.17's
+    transferLeadership: denied (synchronously, through the callback) unless the target's match
+    index equals the leader's last log index; on success it only sends TimeoutNow, which a
+    follower obeys only from the leader it knows, by standing for election at once."""
+    assert list(inspect.signature(SyncObj.transferLeadership).parameters) == [
+        "self",
+        "node",
+        "callback",
+    ]
+    source = inspect.getsource(SyncObj.transferLeadership)
+    assert "if self.__raftMatchIndex.get(node, 0) != self.__getCurrentLogIndex():" in source
+    assert "self.__callErrCallback(FAIL_REASON.REQUEST_DENIED, callback)" in source
+    assert "callback(None, FAIL_REASON.SUCCESS)" in source
+    assert "'type': 'timeout_now'" in source
+    received = inspect.getsource(SyncObj._SyncObj__onMessageReceived)  # type: ignore[attr-defined]
+    assert (
+        "if message['term'] >= self.__raftCurrentTerm and node == self.__raftLeader:\n"
+        "                self.__raftElectionDeadline = 0"
+    ) in received
+
+
 def _functions_assigning_commit_index() -> dict[str, list[ast.AST]]:
     tree = ast.parse(SYNCOBJ_SOURCE)
     syncobj = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "SyncObj")
