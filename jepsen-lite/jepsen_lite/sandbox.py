@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from jepsen_lite._run import Refused, SandboxError, run
+from jepsen_lite.canaries import module_name as canary_module
 from jepsen_lite.http import NamespaceHttp, Response
 from jepsen_lite.net import Net
 
@@ -48,6 +49,7 @@ __all__ = [
     "Refused",
     "Sandbox",
     "SandboxError",
+    "libfaketime_path",
     "preflight",
     "remove_stale",
     "sandbox_namespaces",
@@ -65,6 +67,27 @@ TOKEN_NAME: Final = "jepsen"
 _PREFIX: Final = "jl-"
 _RUN_NAME: Final = re.compile(r"^jl-(\d+)-[0-9a-f]{4}-")
 _PR_SET_PDEATHSIG: Final = 1
+#: Where Debian's libfaketime (package ``libfaketime``, pulled in by ``faketime``) puts the
+#: preloadable library, per multiarch triplet.
+LIBFAKETIME_GLOB: Final = "/usr/lib/*/faketime/libfaketime.so.1"
+LIBFAKETIME_PATHS: Final = (
+    "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+    "/usr/lib/faketime/libfaketime.so.1",
+    "/usr/local/lib/faketime/libfaketime.so.1",
+)
+
+
+def libfaketime_path() -> str | None:
+    """The preloadable libfaketime on this machine, or None."""
+    found = [p for p in LIBFAKETIME_PATHS if os.path.exists(p)]
+    found += sorted(str(p) for p in Path("/").glob(LIBFAKETIME_GLOB.lstrip("/")))
+    return found[0] if found else None
+
+
+def faketime_spec(offset_s: float, rate: float) -> str:
+    """The line libfaketime reads from FAKETIME_TIMESTAMP_FILE: a relative offset in seconds
+    and a speed factor, both applied from the process's start (libfaketime 0.9.10)."""
+    return f"{offset_s:+.3f} x{rate:.6f}\n"
 
 
 def preflight(
@@ -226,9 +249,29 @@ class Sandbox:
         raft: Mapping[str, int] | None = None,
         python: str = sys.executable,
         log_level: str = "info",
+        canary: str | None = None,
+        faketime: bool = False,
     ) -> None:
         if not 1 <= size <= NODES_MAX:
             raise ValueError(f"size must be in 1..{NODES_MAX}, got {size}")
+        #: Every node starts through ``python -m jepsen_lite.canaries <canary>`` (a
+        #: deliberately broken budgetd, jepsen_lite.canaries); None: plain ``budgetd``.
+        self.canary = canary
+        if canary is not None:
+            canary_module(canary)  # UnknownMode (a ValueError) naming the known modes
+        #: Nodes run with libfaketime preloaded, each reading its own clock file (set_clock).
+        self.faketime = faketime
+        self._libfaketime: str | None = None
+        if faketime:
+            self._libfaketime = libfaketime_path()
+            if self._libfaketime is None:
+                raise Refused(
+                    "faketime=True needs libfaketime (libfaketime.so.1): "
+                    "apt-get install -y faketime"
+                )
+        #: {node id: (offset_s, rate)} as last set; absent means the real clock.
+        self._clocks: dict[str, tuple[float, float]] = {}
+        self._started_at: dict[str, float] = {}
         self.root = root.resolve()
         self.run_id = f"{os.getpid()}-{secrets.token_hex(2)}"
         self.subnet_octet = 1 + secrets.randbelow(250)
@@ -359,10 +402,12 @@ class Sandbox:
             raise SandboxError(f"{node_id} is already running")
         command = [
             "ip", "netns", "exec", node.namespace,
-            self.python, "-m", "budgetd", "run",
+            *self._launcher(), "run",
             "--config", str(node.config), "--log-level", self.log_level,
         ]  # fmt: skip
-        environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        environment = {**os.environ, "PYTHONUNBUFFERED": "1", **self._faketime_environment(node)}
+        self._started_at[node_id] = time.time()
+        self._write_clock(node_id)
         with node.log.open("ab") as log_file:
             node.process = subprocess.Popen(
                 command,
@@ -374,6 +419,67 @@ class Sandbox:
             )
         node.paused = False
         return node
+
+    def _launcher(self) -> list[str]:
+        """The command before budgetd's CLI arguments: budgetd, or a canary around it."""
+        if self.canary is None:
+            return [self.python, "-m", "budgetd"]
+        return [self.python, "-m", "jepsen_lite.canaries", self.canary]
+
+    # Clocks (libfaketime) -----------------------------------------------------------------------
+
+    def clock_file(self, node_id: str) -> Path:
+        return self.root / f"{self.node(node_id).node_id}.faketime"
+
+    def _faketime_environment(self, node: Node) -> dict[str, str]:
+        """libfaketime preloaded, reading the node's clock file on every call (no cache), the
+        wall clock only: CLOCK_MONOTONIC stays real (FAKETIME_DONT_FAKE_MONOTONIC)."""
+        if self._libfaketime is None:
+            return {}
+        return {
+            "LD_PRELOAD": self._libfaketime,
+            "FAKETIME_TIMESTAMP_FILE": str(self.clock_file(node.node_id)),
+            "FAKETIME_NO_CACHE": "1",
+            "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+        }
+
+    def _write_clock(self, node_id: str) -> None:
+        if not self.faketime:
+            return
+        offset_s, rate = self._clocks.get(node_id, (0.0, 1.0))
+        # libfaketime applies the rate from the process's start: shift the offset so the clock
+        # reads real + offset_s now and runs at ``rate`` from here.
+        started = self._started_at.get(node_id, time.time())
+        spec = faketime_spec(offset_s - (time.time() - started) * (rate - 1.0), rate)
+        path = self.clock_file(node_id)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(spec, encoding="utf-8")
+        tmp.replace(path)  # a reader sees the old line or the new one, never half of one
+
+    def set_clock(self, node_id: str, *, offset_s: float, rate: float = 1.0) -> None:
+        """From now on ``node_id``'s wall clock reads real time + ``offset_s`` and runs at
+        ``rate`` × real speed (libfaketime re-reads the file on every call: no restart). Needs
+        ``faketime=True``. Monotonic time is never faked (see README: what is faked)."""
+        if not self.faketime:
+            raise SandboxError("set_clock needs Sandbox(..., faketime=True)")
+        if not 0.0 < rate <= 100.0:
+            raise ValueError(f"rate must be in (0, 100], got {rate}")
+        self.node(node_id)
+        self._clocks[node_id] = (float(offset_s), float(rate))
+        self._write_clock(node_id)
+
+    def reset_clock(self, node_id: str) -> None:
+        """``node_id``'s wall clock back to real time at real speed."""
+        if not self.faketime:
+            raise SandboxError("reset_clock needs Sandbox(..., faketime=True)")
+        self.node(node_id)
+        self._clocks.pop(node_id, None)
+        self._write_clock(node_id)
+
+    def clock(self, node_id: str) -> tuple[float, float]:
+        """``(offset_s, rate)`` last set for ``node_id``; (0.0, 1.0) for the real clock."""
+        self.node(node_id)
+        return self._clocks.get(node_id, (0.0, 1.0))
 
     def kill(self, node_id: str) -> None:
         """kill -9 by PID: no clean shutdown (a paused node dies too). ``start`` brings it back
