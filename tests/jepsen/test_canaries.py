@@ -30,7 +30,7 @@ from jepsen_lite.checkers import (
     stale_reads,
     write_results,
 )
-from jepsen_lite.workload import CAMPAIGNS, spent_of
+from jepsen_lite.workload import CAMPAIGNS, LEAF, LEAF_DAILY_MICROS, spent_of
 from tests.jepsen.helpers import agreed_leader, needs_sandbox, until
 from tests.jepsen.test_jepsen_run import nemesis, resend_phase
 
@@ -58,6 +58,10 @@ def canary_run(tmp_path: Path, canary: str | None) -> dict[str, Result]:
             )
             try:
                 workload.setup()
+                # Concurrent reserves asking 4/3 of jl:a's daily cap, then the mixed workload.
+                leader = until(lambda: agreed_leader(sandbox, ids), "the leader")
+                amount = LEAF_DAILY_MICROS // 6
+                workload.contend(leader, LEAF, amount_micros=amount, count=8)
                 workload.start()
                 time.sleep(3.0)
                 old = until(lambda: agreed_leader(sandbox, ids), "the leader")

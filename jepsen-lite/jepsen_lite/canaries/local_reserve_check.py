@@ -9,6 +9,7 @@ the stale check, so spent + held climbs past cap + reported overspend. Imports b
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any, Final
@@ -22,6 +23,8 @@ CHECKER: Final = "no_overspend"
 #: The field a leader adds to a reserve it decided locally (the ledger strips it).
 MARK: Final = "canary_unchecked"
 SNAPSHOT_MAX_AGE_S: Final = 1.0
+
+log = logging.getLogger("jepsen_lite.canaries")
 
 #: Set while the ledger applies a marked reserve (applies run on one tick thread).
 _unchecked = False
@@ -67,6 +70,8 @@ def apply() -> None:
                 if op.get("op") == "reserve" and type(campaign_id) is str and type(amount) is int:
                     room = local_room(self, campaign_id)
                     if room is not None and room >= amount:
+                        log.info("canary: reserve of %d on %s granted from a local snapshot "
+                                 "showing %d of room", amount, campaign_id, room)
                         op = {**op, MARK: True}
                 checked.append(op)
             ops = checked
