@@ -4,9 +4,11 @@ and drifting wall clocks, and wall-clock jumps (across a local midnight too), ea
 jepsen_lite.nemesis.
 
 What is faked: each node's wall clock only (CLOCK_REALTIME: ``time.time``, the ledger's batch
-stamps, the HTTP ``Date`` header). CLOCK_MONOTONIC stays real (FAKETIME_DONT_FAKE_MONOTONIC),
-so Raft timers, request timeouts and the proposer's sweep run on real time; a rate other than 1
-also scales the length of sleeps and poll timeouts (libfaketime does that for every clock).
+stamps, the HTTP ``Date`` header). CLOCK_MONOTONIC and CLOCK_MONOTONIC_RAW stay real
+(FAKETIME_DONT_FAKE_MONOTONIC), so Raft timers (pysyncobj reads MONOTONIC_RAW), request
+timeouts and the proposer's sweep run on real time: real hosts' NTP steps and drift never move
+them either. A rate is emulated by the harness stepping the offset every 0.1 s (libfaketime's
+own speed factor stalls Python's threads: see Sandbox.set_clock).
 """
 
 from __future__ import annotations

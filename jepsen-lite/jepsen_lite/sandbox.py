@@ -30,6 +30,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -84,10 +85,15 @@ def libfaketime_path() -> str | None:
     return found[0] if found else None
 
 
-def faketime_spec(offset_s: float, rate: float) -> str:
-    """The line libfaketime reads from FAKETIME_TIMESTAMP_FILE: a relative offset in seconds
-    and a speed factor, both applied from the process's start (libfaketime 0.9.10)."""
-    return f"{offset_s:+.3f} x{rate:.6f}\n"
+#: How often the harness re-writes the clock file of a node whose clock runs at a rate.
+DRIFT_STEP_S: Final = 0.1
+
+
+def faketime_spec(offset_s: float) -> str:
+    """The line libfaketime reads from FAKETIME_TIMESTAMP_FILE: an offset in seconds. No
+    ``x`` speed factor: libfaketime 0.9.10 applies it to Python's GIL waits too, stalling a
+    node for 0.5 s and more (x0.55) or for good (x2); rates are steps of the offset instead."""
+    return f"{offset_s:+.3f}\n"
 
 
 def preflight(
@@ -269,9 +275,11 @@ class Sandbox:
                     "faketime=True needs libfaketime (libfaketime.so.1): "
                     "apt-get install -y faketime"
                 )
-        #: {node id: (offset_s, rate)} as last set; absent means the real clock.
-        self._clocks: dict[str, tuple[float, float]] = {}
-        self._started_at: dict[str, float] = {}
+        #: {node id: (offset_s, rate, when set)} as last set; absent means the real clock.
+        self._clocks: dict[str, tuple[float, float, float]] = {}
+        self._clock_lock = threading.Lock()
+        self._drift_stop = threading.Event()
+        self._drift: threading.Thread | None = None
         self.root = root.resolve()
         self.run_id = f"{os.getpid()}-{secrets.token_hex(2)}"
         self.subnet_octet = 1 + secrets.randbelow(250)
@@ -365,6 +373,9 @@ class Sandbox:
         threads, delete every namespace this sandbox made. Safe to call twice; raises
         SandboxError at the end if something could not be removed."""
         problems: list[str] = []
+        self._drift_stop.set()
+        if self._drift is not None:
+            self._drift.join()
         try:
             self.stop_all()
         except Exception as error:  # keep tearing down; report at the end
@@ -406,7 +417,6 @@ class Sandbox:
             "--config", str(node.config), "--log-level", self.log_level,
         ]  # fmt: skip
         environment = {**os.environ, "PYTHONUNBUFFERED": "1", **self._faketime_environment(node)}
-        self._started_at[node_id] = time.time()
         self._write_clock(node_id)
         with node.log.open("ab") as log_file:
             node.process = subprocess.Popen(
@@ -433,7 +443,10 @@ class Sandbox:
 
     def _faketime_environment(self, node: Node) -> dict[str, str]:
         """libfaketime preloaded, reading the node's clock file on every call (no cache), the
-        wall clock only: CLOCK_MONOTONIC stays real (FAKETIME_DONT_FAKE_MONOTONIC)."""
+        wall clock only: CLOCK_MONOTONIC stays real (FAKETIME_DONT_FAKE_MONOTONIC). Its
+        "monotonic fix" (on by default with this glibc) stretches Python's GIL hand-over
+        waits to 0.5 s and more, long enough to stall Raft heartbeats and churn elections
+        on an idle cluster, so it is switched off (FAKETIME_FORCE_MONOTONIC_FIX=0)."""
         if self._libfaketime is None:
             return {}
         return {
@@ -441,45 +454,62 @@ class Sandbox:
             "FAKETIME_TIMESTAMP_FILE": str(self.clock_file(node.node_id)),
             "FAKETIME_NO_CACHE": "1",
             "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+            "FAKETIME_FORCE_MONOTONIC_FIX": "0",
         }
 
     def _write_clock(self, node_id: str) -> None:
         if not self.faketime:
             return
-        offset_s, rate = self._clocks.get(node_id, (0.0, 1.0))
-        # libfaketime applies the rate from the process's start: shift the offset so the clock
-        # reads real + offset_s now and runs at ``rate`` from here.
-        started = self._started_at.get(node_id, time.time())
-        spec = faketime_spec(offset_s - (time.time() - started) * (rate - 1.0), rate)
-        path = self.clock_file(node_id)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(spec, encoding="utf-8")
-        tmp.replace(path)  # a reader sees the old line or the new one, never half of one
+        with self._clock_lock:
+            offset_s, _ = self._clock_now(node_id)
+            path = self.clock_file(node_id)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(faketime_spec(offset_s), encoding="utf-8")
+            tmp.replace(path)  # a reader sees the old line or the new one, never half of one
+
+    def _clock_now(self, node_id: str) -> tuple[float, float]:
+        offset_s, rate, since = self._clocks.get(node_id, (0.0, 1.0, 0.0))
+        return offset_s + (rate - 1.0) * (time.time() - since), rate
+
+    def _drift_forever(self) -> None:
+        while not self._drift_stop.wait(DRIFT_STEP_S):
+            for node_id in [n for n, c in list(self._clocks.items()) if c[1] != 1.0]:
+                self._write_clock(node_id)
 
     def set_clock(self, node_id: str, *, offset_s: float, rate: float = 1.0) -> None:
         """From now on ``node_id``'s wall clock reads real time + ``offset_s`` and runs at
-        ``rate`` × real speed (libfaketime re-reads the file on every call: no restart). Needs
-        ``faketime=True``. Monotonic time is never faked (see README: what is faked)."""
+        ``rate`` × real speed: libfaketime re-reads the node's clock file on every call, and a
+        harness thread re-writes it every DRIFT_STEP_S while a rate is not 1 (so the clock
+        advances in steps: never backwards for rates > 0). No restart. Needs
+        ``faketime=True``. Monotonic time is never faked (README: what is faked)."""
         if not self.faketime:
             raise SandboxError("set_clock needs Sandbox(..., faketime=True)")
-        if not 0.0 < rate <= 100.0:
-            raise ValueError(f"rate must be in (0, 100], got {rate}")
+        if not 0.0 < rate <= 10.0:
+            raise ValueError(f"rate must be in (0, 10], got {rate}")
         self.node(node_id)
-        self._clocks[node_id] = (float(offset_s), float(rate))
+        with self._clock_lock:
+            self._clocks[node_id] = (float(offset_s), float(rate), time.time())
         self._write_clock(node_id)
+        if rate != 1.0 and self._drift is None:
+            self._drift = threading.Thread(
+                target=self._drift_forever, name="jl-clock-drift", daemon=True
+            )
+            self._drift.start()
 
     def reset_clock(self, node_id: str) -> None:
         """``node_id``'s wall clock back to real time at real speed."""
         if not self.faketime:
             raise SandboxError("reset_clock needs Sandbox(..., faketime=True)")
         self.node(node_id)
-        self._clocks.pop(node_id, None)
+        with self._clock_lock:
+            self._clocks.pop(node_id, None)
         self._write_clock(node_id)
 
     def clock(self, node_id: str) -> tuple[float, float]:
-        """``(offset_s, rate)`` last set for ``node_id``; (0.0, 1.0) for the real clock."""
+        """``(offset_s, rate)`` of ``node_id``'s wall clock now; (0.0, 1.0) for real time."""
         self.node(node_id)
-        return self._clocks.get(node_id, (0.0, 1.0))
+        with self._clock_lock:
+            return self._clock_now(node_id)
 
     def kill(self, node_id: str) -> None:
         """kill -9 by PID: no clean shutdown (a paused node dies too). ``start`` brings it back
