@@ -6,6 +6,7 @@
 apt_needs=(
     "ip iproute2"
     "nft nftables"
+    "faketime faketime"
 )
 
 apt_missing=()

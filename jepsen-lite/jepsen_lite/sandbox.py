@@ -244,7 +244,9 @@ class Sandbox:
     ``with Sandbox(root) as sandbox:`` builds the namespaces, writes the configs and starts
     every node; leaving the block (normally or by an exception) stops every node by PID and
     deletes every namespace it made. ``raft`` holds ``[raft]`` settings (e.g.
-    ``{"leader_fallback_ms": 2000}``); the budgetd defaults otherwise.
+    ``{"leader_fallback_ms": 2000}``); the budgetd defaults otherwise. ``canary`` starts every
+    node as a deliberately broken budgetd (jepsen_lite.canaries); ``faketime`` preloads
+    libfaketime so ``set_clock`` can move a node's wall clock (jepsen_lite.clock).
     """
 
     def __init__(

@@ -72,9 +72,7 @@ def canary_run(tmp_path: Path, canary: str | None) -> dict[str, Result]:
 
                 def spends_acked_since() -> int:
                     return sum(
-                        1
-                        for op in history.ops[isolated_at:]
-                        if op.f == "spend" and op.type == "ok"
+                        1 for op in history.ops[isolated_at:] if op.f == "spend" and op.type == "ok"
                     )
 
                 until(lambda: spends_acked_since() >= 3, "spends acknowledged by the majority")

@@ -20,7 +20,7 @@ import pkgutil
 import re
 from typing import Final
 
-__all__ = ["LOG_LINE", "UnknownMode", "banner", "module_name", "modes"]
+__all__ = ["LOG_LINE", "UnknownMode", "banner", "modes", "module_name"]
 
 #: The loud line a canary node writes first (stderr, so into the node's log).
 LOG_LINE: Final = "CANARY {mode}: this node is deliberately broken"

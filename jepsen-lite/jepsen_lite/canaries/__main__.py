@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from typing import Final
 
-from jepsen_lite.canaries import UnknownMode, banner, module_name, modes
+from jepsen_lite.canaries import UnknownMode, banner, modes, module_name
 
 #: Exit status of a bad invocation (as click uses for usage errors).
 EXIT_USAGE: Final = 2

@@ -70,8 +70,13 @@ def apply() -> None:
                 if op.get("op") == "reserve" and type(campaign_id) is str and type(amount) is int:
                     room = local_room(self, campaign_id)
                     if room is not None and room >= amount:
-                        log.info("canary: reserve of %d on %s granted from a local snapshot "
-                                 "showing %d of room", amount, campaign_id, room)
+                        log.info(
+                            "canary: reserve of %d on %s granted from a local snapshot "
+                            "showing %d of room",
+                            amount,
+                            campaign_id,
+                            room,
+                        )
                         op = {**op, MARK: True}
                 checked.append(op)
             ops = checked

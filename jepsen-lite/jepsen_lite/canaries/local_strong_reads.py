@@ -26,4 +26,3 @@ def apply() -> None:
         return await original(self, reader, strong=False)
 
     Call.read = read  # type: ignore[method-assign]
-
