@@ -297,7 +297,7 @@ class Workload:
             time.sleep(self.pause_s)
 
     def contend(
-        self, node_id: str, campaign_id: str, *, amount_micros: int, count: int
+        self, node_id: str, *, campaign_id: str, amount_micros: int, count: int
     ) -> list[Op]:
         """``count`` reserves of ``amount_micros`` on ``campaign_id``, released at once (a
         thread each, processes ``contend-<i>``) to ``node_id``: concurrent requests on one cap,

@@ -61,7 +61,7 @@ def canary_run(tmp_path: Path, canary: str | None) -> dict[str, Result]:
                 # Concurrent reserves asking 4/3 of jl:a's daily cap, then the mixed workload.
                 leader = until(lambda: agreed_leader(sandbox, ids), "the leader")
                 amount = LEAF_DAILY_MICROS // 6
-                workload.contend(leader, LEAF, amount_micros=amount, count=8)
+                workload.contend(leader, campaign_id=LEAF, amount_micros=amount, count=8)
                 workload.start()
                 time.sleep(3.0)
                 old = until(lambda: agreed_leader(sandbox, ids), "the leader")
