@@ -7,6 +7,7 @@ apt_needs=(
     "ip iproute2"
     "nft nftables"
     "promtool prometheus"
+    "faketime faketime"
 )
 
 apt_missing=()

@@ -31,6 +31,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from jepsen_lite._run import Refused, SandboxError, run
+from jepsen_lite.canaries import module_name as canary_module
 from jepsen_lite.http import NamespaceHttp, Response
 from jepsen_lite.net import TABLE, Net
 from jepsen_lite.relay import WanRelay, check_dc
@@ -50,6 +52,7 @@ __all__ = [
     "Refused",
     "Sandbox",
     "SandboxError",
+    "libfaketime_path",
     "preflight",
     "remove_stale",
     "sandbox_namespaces",
@@ -67,6 +70,32 @@ TOKEN_NAME: Final = "jepsen"
 _PREFIX: Final = "jl-"
 _RUN_NAME: Final = re.compile(r"^jl-(\d+)-[0-9a-f]{4}-")
 _PR_SET_PDEATHSIG: Final = 1
+#: Where Debian's libfaketime (package ``libfaketime``, pulled in by ``faketime``) puts the
+#: preloadable library, per multiarch triplet.
+LIBFAKETIME_GLOB: Final = "/usr/lib/*/faketime/libfaketime.so.1"
+LIBFAKETIME_PATHS: Final = (
+    "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+    "/usr/lib/faketime/libfaketime.so.1",
+    "/usr/local/lib/faketime/libfaketime.so.1",
+)
+
+
+def libfaketime_path() -> str | None:
+    """The preloadable libfaketime on this machine, or None."""
+    found = [p for p in LIBFAKETIME_PATHS if os.path.exists(p)]
+    found += sorted(str(p) for p in Path("/").glob(LIBFAKETIME_GLOB.lstrip("/")))
+    return found[0] if found else None
+
+
+#: How often the harness re-writes the clock file of a node whose clock runs at a rate.
+DRIFT_STEP_S: Final = 0.1
+
+
+def faketime_spec(offset_s: float) -> str:
+    """The line libfaketime reads from FAKETIME_TIMESTAMP_FILE: an offset in seconds. No
+    ``x`` speed factor: libfaketime 0.9.10 applies it to Python's GIL waits too, stalling a
+    node for 0.5 s and more (x0.55) or for good (x2); rates are steps of the offset instead."""
+    return f"{offset_s:+.3f}\n"
 
 
 def preflight(
@@ -218,7 +247,9 @@ class Sandbox:
     ``with Sandbox(root) as sandbox:`` builds the namespaces, writes the configs and starts
     every node; leaving the block (normally or by an exception) stops every node by PID and
     deletes every namespace it made. ``raft`` holds ``[raft]`` settings (e.g.
-    ``{"leader_fallback_ms": 2000}``); the budgetd defaults otherwise.
+    ``{"leader_fallback_ms": 2000}``); the budgetd defaults otherwise. ``canary`` starts every
+    node as a deliberately broken budgetd (jepsen_lite.canaries); ``faketime`` preloads
+    libfaketime so ``set_clock`` can move a node's wall clock (jepsen_lite.clock).
 
     ``dcs`` (node id → data center, every node) turns on WAN mode: each node's config names
     its ``dc``, and node-to-node TCP runs through a relay (jepsen_lite.relay) whose delays
@@ -234,9 +265,31 @@ class Sandbox:
         python: str = sys.executable,
         log_level: str = "info",
         dcs: Mapping[str, str] | None = None,
+        canary: str | None = None,
+        faketime: bool = False,
     ) -> None:
         if not 1 <= size <= NODES_MAX:
             raise ValueError(f"size must be in 1..{NODES_MAX}, got {size}")
+        #: Every node starts through ``python -m jepsen_lite.canaries <canary>`` (a
+        #: deliberately broken budgetd, jepsen_lite.canaries); None: plain ``budgetd``.
+        self.canary = canary
+        if canary is not None:
+            canary_module(canary)  # UnknownMode (a ValueError) naming the known modes
+        #: Nodes run with libfaketime preloaded, each reading its own clock file (set_clock).
+        self.faketime = faketime
+        self._libfaketime: str | None = None
+        if faketime:
+            self._libfaketime = libfaketime_path()
+            if self._libfaketime is None:
+                raise Refused(
+                    "faketime=True needs libfaketime (libfaketime.so.1): "
+                    "apt-get install -y faketime"
+                )
+        #: {node id: (offset_s, rate, when set)} as last set; absent means the real clock.
+        self._clocks: dict[str, tuple[float, float, float]] = {}
+        self._clock_lock = threading.Lock()
+        self._drift_stop = threading.Event()
+        self._drift: threading.Thread | None = None
         self.root = root.resolve()
         self.run_id = f"{os.getpid()}-{secrets.token_hex(2)}"
         self.subnet_octet = 1 + secrets.randbelow(250)
@@ -351,6 +404,9 @@ class Sandbox:
         threads, delete every namespace this sandbox made. Safe to call twice; raises
         SandboxError at the end if something could not be removed."""
         problems: list[str] = []
+        self._drift_stop.set()
+        if self._drift is not None:
+            self._drift.join()
         try:
             self.stop_all()
         except Exception as error:  # keep tearing down; report at the end
@@ -394,10 +450,11 @@ class Sandbox:
             raise SandboxError(f"{node_id} is already running")
         command = [
             "ip", "netns", "exec", node.namespace,
-            self.python, "-m", "budgetd", "run",
+            *self._launcher(), "run",
             "--config", str(node.config), "--log-level", self.log_level,
         ]  # fmt: skip
-        environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        environment = {**os.environ, "PYTHONUNBUFFERED": "1", **self._faketime_environment(node)}
+        self._write_clock(node_id)
         with node.log.open("ab") as log_file:
             node.process = subprocess.Popen(
                 command,
@@ -409,6 +466,87 @@ class Sandbox:
             )
         node.paused = False
         return node
+
+    def _launcher(self) -> list[str]:
+        """The command before budgetd's CLI arguments: budgetd, or a canary around it."""
+        if self.canary is None:
+            return [self.python, "-m", "budgetd"]
+        return [self.python, "-m", "jepsen_lite.canaries", self.canary]
+
+    # Clocks (libfaketime) -----------------------------------------------------------------------
+
+    def clock_file(self, node_id: str) -> Path:
+        return self.root / f"{self.node(node_id).node_id}.faketime"
+
+    def _faketime_environment(self, node: Node) -> dict[str, str]:
+        """libfaketime preloaded, reading the node's clock file on every call (no cache), the
+        wall clock only: CLOCK_MONOTONIC stays real (FAKETIME_DONT_FAKE_MONOTONIC). Its
+        "monotonic fix" (on by default with this glibc) stretches Python's GIL hand-over
+        waits to 0.5 s and more, long enough to stall Raft heartbeats and churn elections
+        on an idle cluster, so it is switched off (FAKETIME_FORCE_MONOTONIC_FIX=0)."""
+        if self._libfaketime is None:
+            return {}
+        return {
+            "LD_PRELOAD": self._libfaketime,
+            "FAKETIME_TIMESTAMP_FILE": str(self.clock_file(node.node_id)),
+            "FAKETIME_NO_CACHE": "1",
+            "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+            "FAKETIME_FORCE_MONOTONIC_FIX": "0",
+        }
+
+    def _write_clock(self, node_id: str) -> None:
+        if not self.faketime:
+            return
+        with self._clock_lock:
+            offset_s, _ = self._clock_now(node_id)
+            path = self.clock_file(node_id)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(faketime_spec(offset_s), encoding="utf-8")
+            tmp.replace(path)  # a reader sees the old line or the new one, never half of one
+
+    def _clock_now(self, node_id: str) -> tuple[float, float]:
+        offset_s, rate, since = self._clocks.get(node_id, (0.0, 1.0, 0.0))
+        return offset_s + (rate - 1.0) * (time.time() - since), rate
+
+    def _drift_forever(self) -> None:
+        while not self._drift_stop.wait(DRIFT_STEP_S):
+            for node_id in [n for n, c in list(self._clocks.items()) if c[1] != 1.0]:
+                self._write_clock(node_id)
+
+    def set_clock(self, node_id: str, *, offset_s: float, rate: float = 1.0) -> None:
+        """From now on ``node_id``'s wall clock reads real time + ``offset_s`` and runs at
+        ``rate`` × real speed: libfaketime re-reads the node's clock file on every call, and a
+        harness thread re-writes it every DRIFT_STEP_S while a rate is not 1 (so the clock
+        advances in steps: never backwards for rates > 0). No restart. Needs
+        ``faketime=True``. Monotonic time is never faked (README: what is faked)."""
+        if not self.faketime:
+            raise SandboxError("set_clock needs Sandbox(..., faketime=True)")
+        if not 0.0 < rate <= 10.0:
+            raise ValueError(f"rate must be in (0, 10], got {rate}")
+        self.node(node_id)
+        with self._clock_lock:
+            self._clocks[node_id] = (float(offset_s), float(rate), time.time())
+        self._write_clock(node_id)
+        if rate != 1.0 and self._drift is None:
+            self._drift = threading.Thread(
+                target=self._drift_forever, name="jl-clock-drift", daemon=True
+            )
+            self._drift.start()
+
+    def reset_clock(self, node_id: str) -> None:
+        """``node_id``'s wall clock back to real time at real speed."""
+        if not self.faketime:
+            raise SandboxError("reset_clock needs Sandbox(..., faketime=True)")
+        self.node(node_id)
+        with self._clock_lock:
+            self._clocks.pop(node_id, None)
+        self._write_clock(node_id)
+
+    def clock(self, node_id: str) -> tuple[float, float]:
+        """``(offset_s, rate)`` of ``node_id``'s wall clock now; (0.0, 1.0) for real time."""
+        self.node(node_id)
+        with self._clock_lock:
+            return self._clock_now(node_id)
 
     def kill(self, node_id: str) -> None:
         """kill -9 by PID: no clean shutdown (a paused node dies too). ``start`` brings it back

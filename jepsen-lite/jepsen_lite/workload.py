@@ -296,6 +296,45 @@ class Workload:
             process = self._retire(process, done)
             time.sleep(self.pause_s)
 
+    def contend(
+        self, node_id: str, *, campaign_id: str, amount_micros: int, count: int
+    ) -> list[Op]:
+        """``count`` reserves of ``amount_micros`` on ``campaign_id``, released at once (a
+        thread each, processes ``contend-<i>``) to ``node_id``: concurrent requests on one cap,
+        which a store deciding outside the log grants past the cap. Their completions."""
+        if not 0 < count <= WORKERS_MAX:
+            raise ValueError(f"count must be in 1..{WORKERS_MAX}, got {count}")
+        start = threading.Barrier(count)
+        done: list[Op] = []
+
+        def one(i: int) -> None:
+            key = f"contend-{i}"
+            start.wait()
+            done.append(
+                self._op(
+                    key,
+                    random.Random(i),
+                    "reserve",
+                    {"campaign_id": campaign_id, "amount_micros": amount_micros, "key": key},
+                    "POST",
+                    "/v1/reservations",
+                    {
+                        "campaign_id": campaign_id,
+                        "amount_micros": amount_micros,
+                        "ttl_ms": RESERVATION_TTL_MS,
+                        "bidder_id": key,
+                    },
+                    node_id=node_id,
+                )
+            )
+
+        threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(count)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return done
+
     def _retire(self, process: Process, done: Op) -> Process:
         """A new process id after an info (the Jepsen rule); the same one otherwise."""
         if done.type == "info" and isinstance(process, int):
@@ -327,8 +366,10 @@ class Workload:
         method: str,
         path: str,
         body: dict[str, Any],
+        *,
+        node_id: str | None = None,
     ) -> Op:
-        node_id = rng.choice(self.sandbox.node_ids)
+        node_id = node_id or rng.choice(self.sandbox.node_ids)
         request = {"method": method, "path": path, "body": body}
         invoked = self.history.invoke(process, f, {**value, "request": request}, node=node_id)
         response = self._send(node_id, method, path, body, str(value["key"]))
