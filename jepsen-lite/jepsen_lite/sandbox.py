@@ -38,6 +38,7 @@ from typing import Any, Final
 
 from jepsen_lite._run import Refused, SandboxError, run
 from jepsen_lite.http import NamespaceHttp, Response
+from jepsen_lite.lazyfs import LazyMount, fuse_preflight, remove_stale_mounts
 from jepsen_lite.net import Net
 
 __all__ = [
@@ -226,6 +227,7 @@ class Sandbox:
         raft: Mapping[str, int] | None = None,
         python: str = sys.executable,
         log_level: str = "info",
+        power_loss: bool = False,
     ) -> None:
         if not 1 <= size <= NODES_MAX:
             raise ValueError(f"size must be in 1..{NODES_MAX}, got {size}")
@@ -251,6 +253,21 @@ class Sandbox:
         self.net = Net(self.control, {n.node_id: n.ip for n in self.nodes})
         self._namespaces: list[str] = []
         self._http: NamespaceHttp | None = None
+        #: With ``power_loss``, each node's data dir is a lazyfs mount (jepsen_lite.lazyfs) over
+        #: ``<root>/disks/<node>``, which holds only what the node synced.
+        self.power_loss = power_loss
+        self._mounts: dict[str, LazyMount] = {}
+        if power_loss:
+            self._mounts = {
+                n.node_id: LazyMount(
+                    self.root / "disks" / n.node_id,
+                    self.root / n.node_id,
+                    name=f"jl-lazyfs-{self.run_id}-{n.node_id}",
+                    log=self.root / f"lazyfs-{n.node_id}.log",
+                    python=python,
+                )
+                for n in self.nodes
+            }
 
     def _ip(self, octet: int) -> str:
         return f"10.77.{self.subnet_octet}.{octet}"
@@ -273,10 +290,11 @@ class Sandbox:
     def build(self) -> None:
         """Refuse (Refused) if the machine cannot host a sandbox; delete stale ``jl-*``
         namespaces; build the namespaces and links; write the cluster folder."""
-        reason = preflight()
+        reason = preflight() or (fuse_preflight() if self.power_loss else None)
         if reason is not None:
             raise Refused(reason)
         remove_stale()
+        remove_stale_mounts(_alive)
         self._add_namespace(self.control)
         self._ip_in(self.control, "link", "set", "lo", "up")
         run(["ip", "netns", "exec", self.control, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"])
@@ -326,6 +344,11 @@ class Sandbox:
             self.stop_all()
         except Exception as error:  # keep tearing down; report at the end
             problems.append(f"stopping nodes: {error}")
+        for node_id, mount in self._mounts.items():
+            try:
+                mount.unmount()
+            except Exception as error:
+                problems.append(f"unmounting {node_id}'s lazyfs: {error}")
         if self._http is not None:
             self._http.close()
             self._http = None
@@ -357,11 +380,10 @@ class Sandbox:
         node = self.node(node_id)
         if node.running:
             raise SandboxError(f"{node_id} is already running")
-        command = [
-            "ip", "netns", "exec", node.namespace,
-            self.python, "-m", "budgetd", "run",
-            "--config", str(node.config), "--log-level", self.log_level,
-        ]  # fmt: skip
+        mount = self._mounts.get(node_id)
+        if mount is not None and mount.process is None:
+            mount.mount()  # after a power cut: a fresh mount of what survived
+        command = ["ip", "netns", "exec", node.namespace, *self._budgetd_argv(node)]
         environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with node.log.open("ab") as log_file:
             node.process = subprocess.Popen(
@@ -374,6 +396,23 @@ class Sandbox:
             )
         node.paused = False
         return node
+
+    def _budgetd_argv(self, node: Node) -> list[str]:
+        """The node's command line inside its namespace."""
+        return [
+            self.python, "-m", "budgetd", "run",
+            "--config", str(node.config), "--log-level", self.log_level,
+        ]  # fmt: skip
+
+    def power_off(self, node_id: str) -> None:
+        """A power cut: kill -9 the node, then cut its lazyfs mount, so its data dir keeps only
+        what it had fsynced (jepsen_lite.lazyfs's model). The node stays down; ``start`` mounts
+        what survived and starts it. Needs ``Sandbox(..., power_loss=True)``."""
+        mount = self._mounts.get(node_id)
+        if mount is None:
+            raise SandboxError("power_off needs Sandbox(..., power_loss=True)")
+        self.kill(node_id)
+        mount.power_off()
 
     def kill(self, node_id: str) -> None:
         """kill -9 by PID: no clean shutdown (a paused node dies too). ``start`` brings it back
