@@ -6,6 +6,7 @@
 apt_needs=(
     "ip iproute2"
     "nft nftables"
+    "fusermount3 fuse3"
 )
 
 apt_missing=()

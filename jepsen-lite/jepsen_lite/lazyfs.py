@@ -1,9 +1,9 @@
 """lazyfs: a FUSE file system that forgets, at power off, every change not yet made durable.
 
 Owns one mount of a node's data dir over a backing directory, the in-memory image of what was
-written but not synced, and the daemon process serving it. Imports mfusepy and the stdlib only
-(jepsen_lite._run for errors); never a budgetd module: it must catch a store that simply never
-syncs, without the store's help.
+written but not synced (`Volume`), and the daemon process serving it (`LazyMount`; the FUSE
+callbacks are in jepsen_lite._lazyfs_daemon). Stdlib only; never a budgetd module: it must catch
+a store that simply never syncs, without the store's help.
 
 The model (the backing directory always holds exactly the durable state):
 
@@ -27,7 +27,6 @@ bits become durable with the contents; owners and times are kept in memory only.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import ctypes
 import errno
@@ -42,18 +41,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-import mfusepy
-
 from jepsen_lite._run import SandboxError, run
 
 __all__ = [
     "FS_TYPE",
     "PAGE_BYTES",
+    "SUBTYPE",
+    "Inode",
     "LazyMount",
     "Volume",
+    "fail",
     "fuse_preflight",
     "lazy_mounts",
-    "main",
     "remove_stale_mounts",
 ]
 
@@ -69,7 +68,7 @@ _PR_SET_PDEATHSIG: Final = 1
 
 
 @dataclass(eq=False)
-class _Inode:
+class Inode:
     ino: int
     mode: int
     data: bytearray = field(default_factory=bytearray)
@@ -93,7 +92,7 @@ class _Inode:
         self.mtime_ns = self.ctime_ns = time.time_ns()
 
 
-def _fail(code: int) -> OSError:
+def fail(code: int) -> OSError:
     return OSError(code, os.strerror(code))
 
 
@@ -106,7 +105,7 @@ class Volume:
     def __init__(self, backing: Path, stage: Path) -> None:
         self.backing = backing
         self.stage = stage
-        self.inodes: dict[int, _Inode] = {}
+        self.inodes: dict[int, Inode] = {}
         #: {directory ino: {name: ino}} as of each directory's last fsync (or the mount).
         self.durable_entries: dict[int, dict[str, int]] = {}
         #: {ino: {(directory ino, name)}}: the reverse of durable_entries.
@@ -126,14 +125,14 @@ class Volume:
 
     # Loading -----------------------------------------------------------------------------------
 
-    def _new(self, mode: int) -> _Inode:
-        node = _Inode(ino=self._next_ino, mode=mode)
+    def _new(self, mode: int) -> Inode:
+        node = Inode(ino=self._next_ino, mode=mode)
         node.atime_ns = node.mtime_ns = node.ctime_ns = time.time_ns()
         self._next_ino += 1
         self.inodes[node.ino] = node
         return node
 
-    def _load(self, directory: _Inode, path: Path) -> None:
+    def _load(self, directory: Inode, path: Path) -> None:
         for entry in sorted(os.scandir(path), key=lambda e: e.name):
             info = entry.stat(follow_symlinks=False)
             if stat.S_ISDIR(info.st_mode):
@@ -153,33 +152,33 @@ class Volume:
 
     # Looking up --------------------------------------------------------------------------------
 
-    def node(self, ino: int) -> _Inode:
+    def node(self, ino: int) -> Inode:
         try:
             return self.inodes[ino]
         except KeyError:
-            raise _fail(errno.EBADF) from None
+            raise fail(errno.EBADF) from None
 
-    def lookup(self, path: str) -> _Inode:
+    def lookup(self, path: str) -> Inode:
         node = self.inodes[ROOT_INO]
         for part in (p for p in path.split("/") if p):
             if not node.is_dir:
-                raise _fail(errno.ENOTDIR)
+                raise fail(errno.ENOTDIR)
             ino = node.entries.get(part)
             if ino is None:
-                raise _fail(errno.ENOENT)
+                raise fail(errno.ENOENT)
             node = self.inodes[ino]
         return node
 
-    def _parent(self, path: str) -> tuple[_Inode, str]:
+    def _parent(self, path: str) -> tuple[Inode, str]:
         head, _, name = path.rstrip("/").rpartition("/")
         if not name:
-            raise _fail(errno.EBUSY)  # the root itself
+            raise fail(errno.EBUSY)  # the root itself
         parent = self.lookup(head)
         if not parent.is_dir:
-            raise _fail(errno.ENOTDIR)
+            raise fail(errno.ENOTDIR)
         return parent, name
 
-    def attributes(self, node: _Inode) -> dict[str, Any]:
+    def attributes(self, node: Inode) -> dict[str, Any]:
         if node.is_dir:
             subdirs = sum(1 for ino in node.entries.values() if self.inodes[ino].is_dir)
             nlink, size = 2 + subdirs, PAGE_BYTES
@@ -200,10 +199,10 @@ class Volume:
 
     # Volatile changes --------------------------------------------------------------------------
 
-    def create(self, path: str, mode: int, *, directory: bool = False) -> _Inode:
+    def create(self, path: str, mode: int, *, directory: bool = False) -> Inode:
         parent, name = self._parent(path)
         if name in parent.entries:
-            raise _fail(errno.EEXIST)
+            raise fail(errno.EEXIST)
         kind = stat.S_IFDIR if directory else stat.S_IFREG
         node = self._new(kind | (mode & 0o7777))
         node.links = 1
@@ -211,10 +210,10 @@ class Volume:
         parent.touch()
         return node
 
-    def read(self, node: _Inode, size: int, offset: int) -> bytes:
+    def read(self, node: Inode, size: int, offset: int) -> bytes:
         return bytes(node.data[offset : offset + size])
 
-    def write(self, node: _Inode, data: bytes, offset: int) -> int:
+    def write(self, node: Inode, data: bytes, offset: int) -> int:
         end = offset + len(data)
         if offset > len(node.data):
             node.dirty.update(range(len(node.data) // PAGE_BYTES, offset // PAGE_BYTES + 1))
@@ -225,9 +224,9 @@ class Volume:
         node.touch()
         return len(data)
 
-    def truncate(self, node: _Inode, length: int) -> None:
+    def truncate(self, node: Inode, length: int) -> None:
         if node.is_dir:
-            raise _fail(errno.EISDIR)
+            raise fail(errno.EISDIR)
         old = len(node.data)
         if length < old:
             del node.data[length:]
@@ -242,14 +241,14 @@ class Volume:
         parent, name = self._parent(path)
         ino = parent.entries.get(name)
         if ino is None:
-            raise _fail(errno.ENOENT)
+            raise fail(errno.ENOENT)
         node = self.inodes[ino]
         if directory and not node.is_dir:
-            raise _fail(errno.ENOTDIR)
+            raise fail(errno.ENOTDIR)
         if not directory and node.is_dir:
-            raise _fail(errno.EISDIR)
+            raise fail(errno.EISDIR)
         if directory and node.entries:
-            raise _fail(errno.ENOTEMPTY)
+            raise fail(errno.ENOTEMPTY)
         del parent.entries[name]
         parent.touch()
         node.links -= 1
@@ -260,21 +259,21 @@ class Volume:
         target_dir, target_name = self._parent(new)
         ino = source_dir.entries.get(source_name)
         if ino is None:
-            raise _fail(errno.ENOENT)
+            raise fail(errno.ENOENT)
         node = self.inodes[ino]
         replaced = target_dir.entries.get(target_name)
         if replaced == ino:
             return
         if node.is_dir and (new.rstrip("/") + "/").startswith(old.rstrip("/") + "/"):
-            raise _fail(errno.EINVAL)  # into its own subtree
+            raise fail(errno.EINVAL)  # into its own subtree
         if replaced is not None:
             victim = self.inodes[replaced]
             if victim.is_dir and not node.is_dir:
-                raise _fail(errno.EISDIR)
+                raise fail(errno.EISDIR)
             if node.is_dir and not victim.is_dir:
-                raise _fail(errno.ENOTDIR)
+                raise fail(errno.ENOTDIR)
             if victim.is_dir and victim.entries:
-                raise _fail(errno.ENOTEMPTY)
+                raise fail(errno.ENOTEMPTY)
         del source_dir.entries[source_name]
         target_dir.entries[target_name] = ino
         source_dir.touch()
@@ -284,11 +283,11 @@ class Volume:
             self.inodes[replaced].links -= 1
             self._collect(replaced)
 
-    def opened(self, node: _Inode) -> int:
+    def opened(self, node: Inode) -> int:
         node.opens += 1
         return node.ino
 
-    def released(self, node: _Inode) -> None:
+    def released(self, node: Inode) -> None:
         node.opens -= 1
         self._collect(node.ino)
 
@@ -309,13 +308,13 @@ class Volume:
         if ino == ROOT_INO:
             return [self.backing]
         if depth > 256:
-            raise _fail(errno.ELOOP)
+            raise fail(errno.ELOOP)
         paths = []
         for directory, name in sorted(self.durable_links.get(ino, ())):
             paths += [p / name for p in self._durable_paths(directory, depth + 1)]
         return paths
 
-    def fsync(self, node: _Inode) -> None:
+    def fsync(self, node: Inode) -> None:
         """Make ``node`` durable: a file's contents, or a directory's entries."""
         self.syncs += 1
         if node.is_dir:
@@ -328,7 +327,7 @@ class Volume:
             self._apply(node, path)
         node.dirty.clear()
 
-    def _apply(self, node: _Inode, path: Path) -> None:
+    def _apply(self, node: Inode, path: Path) -> None:
         """Write ``node``'s dirty pages (runs of them) and its length to ``path``."""
         with path.open("r+b") as file:
             pages = sorted(node.dirty)
@@ -346,7 +345,7 @@ class Volume:
             file.truncate(len(node.data))
         os.chmod(path, node.mode & 0o7777)
 
-    def _sync_directory(self, directory: _Inode) -> None:
+    def _sync_directory(self, directory: Inode) -> None:
         new = dict(directory.entries)
         old = self.durable_entries.get(directory.ino, {})
         if new == old:
@@ -438,147 +437,6 @@ def _copy(source: Path, target: Path) -> None:
         shutil.copyfile(source, target)
 
 
-class _Operations(mfusepy.Operations):  # type: ignore[misc]
-    """The FUSE callbacks: path or handle (the inode number) to `Volume` calls."""
-
-    use_ns = True
-
-    def __init__(self, volume: Volume) -> None:
-        self.volume = volume
-
-    def _node(self, path: str | None, fh: int | None = None) -> _Inode:
-        if fh:
-            return self.volume.node(fh)
-        if path is None:
-            raise _fail(errno.ENOENT)
-        return self.volume.lookup(path)
-
-    def getattr(self, path: str | None, fh: int | None = None) -> dict[str, Any]:
-        return self.volume.attributes(self._node(path, fh))
-
-    def readdir(self, path: str, fh: int) -> list[str]:
-        node = self._node(path, fh)
-        return [".", "..", *node.entries]
-
-    def opendir(self, path: str) -> int:
-        node = self._node(path)
-        if not node.is_dir:
-            raise _fail(errno.ENOTDIR)
-        return self.volume.opened(node)
-
-    def releasedir(self, path: str | None, fh: int) -> int:
-        self.volume.released(self.volume.node(fh))
-        return 0
-
-    def fsyncdir(self, path: str | None, datasync: int, fh: int) -> int:
-        self.volume.fsync(self._node(path, fh))
-        return 0
-
-    def open(self, path: str, flags: int) -> int:
-        node = self._node(path)
-        if flags & os.O_TRUNC:
-            self.volume.truncate(node, 0)
-        return self.volume.opened(node)
-
-    def create(self, path: str, mode: int, flags: int) -> int:
-        return self.volume.opened(self.volume.create(path, mode))
-
-    def read(self, path: str | None, size: int, offset: int, fh: int) -> bytes:
-        return self.volume.read(self._node(path, fh), size, offset)
-
-    def write(self, path: str | None, data: bytes, offset: int, fh: int) -> int:
-        return self.volume.write(self._node(path, fh), data, offset)
-
-    def truncate(self, path: str | None, length: int, fh: int | None = None) -> int:
-        self.volume.truncate(self._node(path, fh), length)
-        return 0
-
-    def flush(self, path: str | None, fh: int) -> int:
-        return 0
-
-    def release(self, path: str | None, fh: int) -> int:
-        self.volume.released(self.volume.node(fh))
-        return 0
-
-    def fsync(self, path: str | None, datasync: int, fh: int) -> int:
-        self.volume.fsync(self._node(path, fh))
-        return 0
-
-    def mkdir(self, path: str, mode: int) -> int:
-        self.volume.create(path, mode, directory=True)
-        return 0
-
-    def unlink(self, path: str) -> int:
-        self.volume.unlink(path)
-        return 0
-
-    def rmdir(self, path: str) -> int:
-        self.volume.unlink(path, directory=True)
-        return 0
-
-    def rename(self, old: str, new: str) -> int:
-        self.volume.rename(old, new)
-        return 0
-
-    def chmod(self, path: str | None, mode: int) -> int:
-        node = self._node(path)
-        node.mode = stat.S_IFMT(node.mode) | (mode & 0o7777)
-        node.ctime_ns = time.time_ns()
-        return 0
-
-    def chown(self, path: str | None, uid: int, gid: int) -> int:
-        node = self._node(path)
-        node.uid = node.uid if uid < 0 else uid
-        node.gid = node.gid if gid < 0 else gid
-        return 0
-
-    def utimens(self, path: str | None, times: tuple[int, int] | None = None) -> int:
-        node = self._node(path)
-        now = time.time_ns()
-        node.atime_ns, node.mtime_ns = times if times is not None else (now, now)
-        return 0
-
-    def statfs(self, path: str) -> dict[str, int]:
-        got = os.statvfs(self.volume.backing)
-        return {
-            key: getattr(got, key)
-            for key in (
-                "f_bsize", "f_frsize", "f_blocks", "f_bfree", "f_bavail",
-                "f_files", "f_ffree", "f_favail", "f_namemax",
-            )
-        }  # fmt: skip
-
-
-class _Fuse(mfusepy.FUSE):  # type: ignore[misc]
-    def rename_fuse_3(self, old: bytes, new: bytes, flags: int) -> int:
-        # mfusepy drops the flags; RENAME_NOREPLACE/EXCHANGE must not pass for a plain rename.
-        if flags:
-            return -errno.EINVAL
-        return int(super().rename_fuse_3(old, new, flags))
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m jepsen_lite.lazyfs BACKING MOUNTPOINT --name NAME``: serve the mount in the
-    foreground until it is unmounted (or the process is killed: a power cut)."""
-    parser = argparse.ArgumentParser(prog="python -m jepsen_lite.lazyfs")
-    parser.add_argument("backing", type=Path)
-    parser.add_argument("mountpoint", type=Path)
-    parser.add_argument("--name", required=True, help="fsname shown in /proc/self/mountinfo")
-    args = parser.parse_args(argv)
-    backing = args.backing.resolve()
-    volume = Volume(backing, backing.with_name(backing.name + ".stage"))
-    _Fuse(
-        _Operations(volume),
-        str(args.mountpoint),
-        foreground=True,
-        nothreads=True,
-        fsname=args.name,
-        subtype=SUBTYPE,
-        hard_remove=True,
-    )
-    return 0
-
-
 # The harness side -------------------------------------------------------------------------------
 
 
@@ -655,7 +513,7 @@ class LazyMount:
         package_dir = str(Path(__file__).resolve().parent.parent)
         path = os.pathsep.join(p for p in (package_dir, os.environ.get("PYTHONPATH")) if p)
         command = [
-            self.python, "-m", "jepsen_lite.lazyfs",
+            self.python, "-m", "jepsen_lite._lazyfs_daemon",
             str(self.backing), str(self.mountpoint), "--name", self.name,
         ]  # fmt: skip
         with self.log.open("ab") as log_file:
@@ -702,7 +560,3 @@ class LazyMount:
             except subprocess.TimeoutExpired:
                 self.power_off()
         self.process = None
-
-
-if __name__ == "__main__":
-    sys.exit(main())

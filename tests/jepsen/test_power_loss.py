@@ -130,7 +130,7 @@ def test_a_shared_mmap_is_durable_at_msync(lazy: LazyMount) -> None:
         file.close()  # ENOTCONN: its mount is gone
     data = path.read_bytes()
     assert data[0:6] == b"synced"
-    assert data[mmap.PAGESIZE:] == bytes(2 * mmap.PAGESIZE)
+    assert data[mmap.PAGESIZE :] == bytes(2 * mmap.PAGESIZE)
 
 
 @needs_power_loss
@@ -377,22 +377,30 @@ def test_power_loss_catches_a_store_that_acknowledges_before_fsync(tmp_path: Pat
 
 @needs_power_loss
 def test_sandbox_unmounts_on_error_and_a_node_restarts_on_what_it_synced(tmp_path: Path) -> None:
-    with pytest.raises(RuntimeError, match="on purpose"), Sandbox(
-        tmp_path / "cluster", size=1, power_loss=True
-    ) as sandbox:
+    with (
+        pytest.raises(RuntimeError, match="on purpose"),
+        Sandbox(tmp_path / "cluster", size=1, power_loss=True) as sandbox,
+    ):
         until(lambda: agreed_leader(sandbox, ["n1"]), "n1 leading")
+        campaign = {
+            "currency": "USD",
+            "timezone": "UTC",
+            "daily_budget_micros": 10**9,
+            "total_budget_micros": 10**12,
+            "pacing": {"mode": "asap"},
+            "status": "active",
+        }
         created = sandbox.request(
-            "n1", "PUT", "/v1/campaigns/jl", {"currency": "USD", "timezone": "UTC",
-            "daily_budget_micros": 10**9, "total_budget_micros": 10**12, "pacing": {"mode": "asap"}, "status": "active"},
-            headers={"Idempotency-Key": "create-jl"},
-        )  # fmt: skip
+            "n1", "PUT", "/v1/campaigns/jl", campaign, headers={"Idempotency-Key": "create-jl"}
+        )
         assert created.status in (200, 201), created
         sandbox.power_off("n1")
         assert not sandbox.node("n1").running
         sandbox.start("n1")
         read = until(
-            lambda: sandbox.request("n1", "GET", "/v1/campaigns/jl?consistency=strong").status
-            == 200,
+            lambda: (
+                sandbox.request("n1", "GET", "/v1/campaigns/jl?consistency=strong").status == 200
+            ),
             "the acknowledged campaign after power on",
         )
         assert read
