@@ -25,7 +25,7 @@ import pytest
 from jepsen_lite import History, Sandbox, Workload
 from jepsen_lite.checkers import Result, convergence, no_lost_spend, stats, write_results
 from jepsen_lite.lazyfs import LazyMount, fuse_preflight, lazy_mounts, remove_stale_mounts
-from jepsen_lite.powerloss import PowerLossAll
+from jepsen_lite.powerloss import PowerLoss, PowerLossAll
 from jepsen_lite.sandbox import Node
 from jepsen_lite.workload import CAMPAIGNS
 from tests.jepsen.helpers import REASON, agreed_leader, until
@@ -277,35 +277,56 @@ def spent_after(sandbox: Sandbox) -> dict[str, dict[str, int | None]]:
     return spent
 
 
+Fault = PowerLoss | PowerLossAll
+
+
+def acknowledged(history: History, *, more_than: int) -> None:
+    """Wait until more than ``more_than`` further ops are acknowledged."""
+    wanted = sum(op.type == "ok" for op in history.ops) + more_than + 1
+    until(
+        lambda: sum(op.type == "ok" for op in history.ops) >= wanted,
+        f"{wanted} acknowledged ops before the power cut",
+    )
+
+
 def power_loss_run(
-    tmp_path: Path, sandbox_class: type[Sandbox] = Sandbox, *, seed: int = 7
+    tmp_path: Path,
+    sandbox_class: type[Sandbox] = Sandbox,
+    *,
+    faults: tuple[Fault, ...] = (PowerLossAll(),),
+    raft: dict[str, int] | None = None,
+    duration_s: float = 16.0,
+    seed: int = 7,
 ) -> tuple[dict[str, Result], dict[str, Any]]:
-    """Spends and reserve/commit from 4 workers on 3 nodes; once 40 ops are acknowledged every
-    node loses power at once; 1 s later all come back; the workload goes on. Then the checkers:
-    I2 no lost spend, convergence and stats."""
+    """Spends and reserve/commit from 4 workers on 3 nodes. For each fault in turn: once 40 more
+    ops are acknowledged, it cuts the power (all nodes at once for PowerLossAll), 1 s later the
+    nodes come back, and the workload goes on. Then the checkers: I2 no lost spend,
+    convergence and stats."""
     started = time.monotonic()
     history = History(tmp_path / "history.jsonl")
-    fault = PowerLossAll()
-    with sandbox_class(tmp_path / "cluster", **fault.sandbox_options) as sandbox:
+    rng = random.Random(seed)
+    options = {k: v for fault in faults for k, v in fault.sandbox_options.items()}
+    with sandbox_class(tmp_path / "cluster", raft=raft, **options) as sandbox:
         try:
             ids = sandbox.node_ids
             until(lambda: agreed_leader(sandbox, ids), "one leader")
             workload = Workload(
-                sandbox, history, workers=4, ops_max=2000, duration_s=16.0, pause_s=0.02, seed=seed
-            )
+                sandbox, history, workers=4, ops_max=4000, duration_s=duration_s, pause_s=0.02,
+                seed=seed,
+            )  # fmt: skip
+            cuts = []
             try:
                 workload.setup()
                 workload.start()
-                until(
-                    lambda: sum(op.type == "ok" for op in history.ops) >= 40,
-                    "40 acknowledged ops before the power cut",
-                )
-                invoked = history.invoke("nemesis", fault.name, {})
-                history.complete(invoked, "info", fault.start(sandbox, random.Random(seed)))
-                time.sleep(1.0)  # the power stays off this long
-                invoked = history.invoke("nemesis", "power-on", {})
-                history.complete(invoked, "info", fault.stop(sandbox))
-                restarted_s = time.monotonic() - started
+                for fault in faults:
+                    acknowledged(history, more_than=39)
+                    invoked = history.invoke("nemesis", fault.name, {})
+                    cut = fault.start(sandbox, rng)
+                    history.complete(invoked, "info", cut)
+                    time.sleep(1.0)  # the power stays off this long
+                    invoked = history.invoke("nemesis", "power-on", {})
+                    history.complete(invoked, "info", fault.stop(sandbox))
+                    cuts.append({**cut, "back_after_s": round(time.monotonic() - started, 1)})
                 workload.join()
             finally:
                 workload.close()
@@ -339,7 +360,7 @@ def power_loss_run(
         },
         "first_offending": results["no_lost_spend"].offending[:3],
         "ok_before_first_fault": results["stats"].detail["ok_before_first_fault"],
-        "restarted_s": round(restarted_s, 1),
+        "cuts": cuts,
         "total_s": round(time.monotonic() - started, 1),
     }
     write_results(tmp_path / "results.json", results, observed=observed)
@@ -355,6 +376,25 @@ def test_acknowledged_spends_survive_power_loss_of_every_node(tmp_path: Path) ->
     # Non-vacuous: acknowledged spends and commits to lose, and load after the restart.
     assert results["no_lost_spend"].detail["ok_ops"] > 40
     assert observed["ops"].get("spend:ok", 0) > 0 and observed["ops"].get("commit:ok", 0) > 0
+    assert results["no_lost_spend"].valid == "valid", results["no_lost_spend"]
+    assert results["convergence"].valid == "valid", results["convergence"]
+
+
+@needs_power_loss
+def test_acknowledged_spends_survive_power_cuts_of_leader_and_minority_with_snapshots(
+    tmp_path: Path,
+) -> None:
+    """The leader, then a minority, then every node lose power, with a snapshot (full dump and
+    journal compaction) every 40 log entries, so cuts also land around dumps and rewrites."""
+    faults = (PowerLoss("leader"), PowerLoss("minority"), PowerLossAll())
+    results, observed = power_loss_run(
+        tmp_path, faults=faults, raft={"snapshot_entries": 40}, duration_s=26.0, seed=11
+    )
+    assert [cut["target"] for cut in observed["cuts"][:2]] == ["leader", "minority"]
+    disks = tmp_path / "cluster" / "disks"
+    assert all((disks / n / "raft.dump").stat().st_size > 0 for n in ("n1", "n2", "n3"))
+    assert results["stats"].valid == "valid", results["stats"]
+    assert results["no_lost_spend"].detail["ok_ops"] > 120
     assert results["no_lost_spend"].valid == "valid", results["no_lost_spend"]
     assert results["convergence"].valid == "valid", results["convergence"]
 
