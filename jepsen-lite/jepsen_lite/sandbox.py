@@ -404,6 +404,11 @@ class Sandbox:
             "--config", str(node.config), "--log-level", self.log_level,
         ]  # fmt: skip
 
+    @property
+    def mounts(self) -> Mapping[str, LazyMount]:
+        """{node id: its lazyfs mount}; empty without ``power_loss``."""
+        return dict(self._mounts)
+
     def power_off(self, node_id: str) -> None:
         """A power cut: kill -9 the node, then cut its lazyfs mount, so its data dir keeps only
         what it had fsynced (jepsen_lite.lazyfs's model). The node stays down; ``start`` mounts
