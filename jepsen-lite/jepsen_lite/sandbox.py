@@ -15,7 +15,8 @@ Topology (addresses exist only inside these namespaces; nothing touches the host
 Every node-to-node packet is routed through the control namespace, where jepsen_lite.net cuts
 links; the harness talks to nodes from the control namespace (jepsen_lite.http), a path no
 partition cuts. Node processes get SIGKILL if the harness dies (PR_SET_PDEATHSIG); namespaces
-left by a dead harness are deleted by the next sandbox.
+left by a dead harness are deleted by the next sandbox. With ``power_loss``, each node's data dir
+is a lazyfs mount (jepsen_lite.lazyfs), and ``power_off`` drops what the node never synced.
 """
 
 from __future__ import annotations
