@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """What jepsen-lite's power-loss file system (lazyfs) costs: acknowledged spends per second and
-their latency on a 3-node jepsen-lite sandbox, with every data dir on lazyfs and on the plain
-disk, alternating in one run.
+their latency on a 3-node jepsen-lite sandbox, with every data dir on lazyfs (backed by the
+disk), on the plain disk, and on tmpfs (/dev/shm: fsync costs nothing there, so lazyfs against
+tmpfs is the price of FUSE itself, lazyfs against the disk what a test run sees), rotating in
+one run.
 
     .venv/bin/python scripts/bench_power_loss.py            # about 1.5 minutes (root)
     .venv/bin/python scripts/bench_power_loss.py --quick    # a few seconds per phase
@@ -27,6 +29,8 @@ from typing import Any
 
 from jepsen_lite import NamespaceHttp, Sandbox
 
+#: kind: (where the sandbox root is, data dirs on lazyfs?)
+KINDS = {"disk": ("disk", False), "tmpfs": ("shm", False), "lazyfs": ("disk", True)}
 CAMPAIGN = {
     "currency": "USD",
     "timezone": "UTC",
@@ -116,25 +120,30 @@ def main() -> None:
     if not 1 <= args.clients <= 16 or not 0 < args.seconds <= 60 or not 1 <= args.repeats <= 5:
         parser.error("--clients 1..16, --seconds up to 60, --repeats 1..5")
     phases = []
-    with tempfile.TemporaryDirectory(prefix="bench-power-loss-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-power-loss-") as disk,
+        tempfile.TemporaryDirectory(prefix="bench-power-loss-", dir="/dev/shm") as shm,
+    ):
         for index in range(args.repeats):
-            for power_loss in (False, True):
-                root = Path(tmp) / f"{index}-{'lazyfs' if power_loss else 'disk'}"
+            for kind, (base, power_loss) in KINDS.items():
+                root = Path(shm if base == "shm" else disk) / f"{index}-{kind}"
                 got = phase(root, power_loss=power_loss, clients=args.clients, seconds=args.seconds)
+                got = {"kind": kind, **got}
                 print(json.dumps(got))
                 phases.append(got)
     summary: dict[str, Any] = {}
-    for kind, power_loss in (("disk", False), ("lazyfs", True)):
-        runs = [p for p in phases if p["lazyfs"] == power_loss]
+    for kind in KINDS:
+        runs = [p for p in phases if p["kind"] == kind]
         summary[kind] = {
             key: statistics.median(p[key] for p in runs)
             for key in ("ops_per_s", "p50_ms", "p99_ms", "daemon_cpu_s_per_1000")
             if all(p[key] is not None for p in runs)
         }
-    summary["lazyfs_over_disk"] = {
-        "ops_per_s": summary["lazyfs"]["ops_per_s"] / summary["disk"]["ops_per_s"],
-        "p50_ms": summary["lazyfs"]["p50_ms"] / summary["disk"]["p50_ms"],
-    }
+    for other in ("disk", "tmpfs"):
+        summary[f"lazyfs_over_{other}"] = {
+            "ops_per_s": summary["lazyfs"]["ops_per_s"] / summary[other]["ops_per_s"],
+            "p50_ms": summary["lazyfs"]["p50_ms"] / summary[other]["p50_ms"],
+        }
     print(json.dumps(summary, indent=2))
     out = Path("bench-results") / f"power-loss-{time.strftime('%Y%m%dT%H%M%S')}.json"
     out.parent.mkdir(exist_ok=True)

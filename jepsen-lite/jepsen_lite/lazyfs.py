@@ -500,6 +500,19 @@ class LazyMount:
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
+    def serving(self) -> bool:
+        """The daemon was started and has not exited."""
+        return self.process is not None and self.process.poll() is None
+
+    def errors(self) -> list[str]:
+        """Lines of the daemon's log that report an unexpected exception in a callback (a bug
+        of lazyfs: the caller saw EINVAL)."""
+        if not self.log.exists():
+            return []
+        lines = self.log.read_text(errors="replace").splitlines()
+        return [line for line in lines if "Uncaught" in line or "Traceback" in line]
+
+    @property
     def mounted(self) -> bool:
         target = str(self.mountpoint)
         return any(m == target and n == self.name for m, n in lazy_mounts())

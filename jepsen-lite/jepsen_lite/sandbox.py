@@ -382,6 +382,8 @@ class Sandbox:
         if node.running:
             raise SandboxError(f"{node_id} is already running")
         mount = self._mounts.get(node_id)
+        if mount is not None and mount.process is not None and not mount.serving:
+            raise SandboxError(f"{node_id}'s lazyfs daemon exited; see {mount.log}")
         if mount is not None and mount.process is None:
             mount.mount()  # after a power cut: a fresh mount of what survived
         command = ["ip", "netns", "exec", node.namespace, *self._budgetd_argv(node)]

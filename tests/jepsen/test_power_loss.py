@@ -342,6 +342,7 @@ def power_loss_run(
             except AssertionError:
                 final_views = {n: sandbox.view(n, fresh_digest=True) for n in ids}
             final = spent_after(sandbox)
+            assert not {n: m.errors() for n, m in sandbox.mounts.items() if m.errors()}
         except BaseException:
             print(sandbox.logs())
             raise
