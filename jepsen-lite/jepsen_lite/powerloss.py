@@ -93,16 +93,17 @@ class PowerLoss:
 
 @dataclass
 class PowerLossAll:
-    """Every node loses power at once (all are killed before any disk is cut), then all come
-    back: only what each node fsynced can hold the acknowledged writes."""
+    """Every node loses power at once (all are frozen by SIGSTOP, then each is killed and its
+    disk cut), then all come back: only what each node fsynced can hold acknowledged writes."""
 
     name: str = "power-loss-all"
     sandbox_options: Mapping[str, Any] = field(default_factory=lambda: dict(_OPTIONS))
 
     def start(self, sandbox: Sandbox, rng: random.Random) -> dict[str, Any]:
         ids = sandbox.node_ids
-        for node_id in ids:
-            sandbox.kill(node_id)
+        for node_id in ids:  # freeze all first: none acts after the first one's cut
+            if sandbox.node(node_id).running and not sandbox.node(node_id).paused:
+                sandbox.pause(node_id)
         for node_id in ids:
             sandbox.power_off(node_id)
         return {"nodes": ids}
