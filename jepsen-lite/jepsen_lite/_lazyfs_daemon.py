@@ -135,6 +135,12 @@ class _Operations(mfusepy.Operations):  # type: ignore[misc]
 
 
 class _Fuse(mfusepy.FUSE):  # type: ignore[misc]
+    def truncate_fuse_3(self, path: bytes | None, length: int, fip: Any) -> int:
+        # mfusepy drops the handle; an ftruncate of an unlinked open file has no path.
+        fh = fip.contents.fh if fip else None
+        name = None if path is None else path.decode(self.encoding, self.errors)
+        return int(self.operations.truncate(name, length, fh))
+
     def rename_fuse_3(self, old: bytes, new: bytes, flags: int) -> int:
         # mfusepy drops the flags; RENAME_NOREPLACE/EXCHANGE must not pass for a plain rename.
         if flags:

@@ -21,7 +21,11 @@ The model (the backing directory always holds exactly the durable state):
    everything not durable is gone. The next mount loads the backing directory.
 
 Not supported (ENOSYS): hard links, symbolic links, device nodes, extended attributes. Mode
-bits become durable with the contents; owners and times are kept in memory only. A power cut
+bits become durable with the contents; owners and times are kept in memory only. An unlinked
+file stays readable, writable and syncable through its open descriptors, but fstat on one may
+fail with ESTALE once the kernel's cached attributes expire (libfuse's path-based API has no
+path for it; lazyfs runs with hard_remove, since libfuse's alternative, renaming it to a
+.fuse_hidden name, would be a rename the model must not make durable). A power cut
 *during* an fsync may leave it half applied, as on a real disk.
 """
 

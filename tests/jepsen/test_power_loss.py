@@ -212,6 +212,23 @@ def test_an_unlink_is_durable_at_fsync_of_the_directory(lazy: LazyMount) -> None
 
 
 @needs_power_loss
+def test_an_unlinked_open_file_works_until_closed(lazy: LazyMount) -> None:
+    path = durable_file(lazy, "f", b"contents")
+    with path.open("r+b") as file:
+        path.unlink()
+        os.ftruncate(file.fileno(), 3)
+        file.seek(0, os.SEEK_END)
+        file.write(b"+")
+        file.flush()
+        os.fsync(file.fileno())  # its durable name is still there: the unlink is not synced
+        file.seek(0)
+        assert file.read() == b"con+"
+    assert not path.exists()
+    power_cycle(lazy)
+    assert path.read_bytes() == b"con+"
+
+
+@needs_power_loss
 def test_a_new_directory_is_durable_with_its_parent(lazy: LazyMount) -> None:
     directory = lazy.mountpoint / "d"
     directory.mkdir()
