@@ -1,8 +1,12 @@
-"""`budgetd` with every sync turned into a no-op: os.fsync, os.fdatasync and the journal's msync
-(pysyncobj's ResizableFile.flush, which budgetd.replication.durability calls) do nothing, so the
-node acknowledges writes that are only in memory. The broken store that
-tests/jepsen/test_power_loss.py's power loss must catch; run as
-``python tests/jepsen/never_syncs.py run --config ...`` (budgetd's own arguments).
+"""`budgetd` with syncs turned into no-ops, the broken stores tests/jepsen/test_power_loss.py's
+power loss must catch. ``python tests/jepsen/never_syncs.py MODE run --config ...`` (then
+budgetd's own arguments), MODE one of:
+
+- ``all``: os.fsync, os.fdatasync and the journal's msync (pysyncobj's ResizableFile.flush,
+  which budgetd.replication.durability calls) do nothing: the node acknowledges writes that are
+  only in memory;
+- ``directories``: only the fsyncs of directories (budgetd's ``fsync_dir``) do nothing: file
+  contents are synced, but a new or renamed file's name never is.
 """
 
 from __future__ import annotations
@@ -12,7 +16,12 @@ import sys
 
 import pysyncobj.journal
 
+import budgetd.replication.durability
+import budgetd.replication.node
+import budgetd.replication.snapshot
 from budgetd.cli import main
+
+MODES = ("all", "directories")
 
 
 def _no_sync(*args: object) -> None:
@@ -20,7 +29,17 @@ def _no_sync(*args: object) -> None:
 
 
 if __name__ == "__main__":
-    os.fsync = _no_sync
-    os.fdatasync = _no_sync
-    pysyncobj.journal.ResizableFile.flush = _no_sync
+    mode = sys.argv.pop(1) if len(sys.argv) > 1 else ""
+    if mode not in MODES:
+        sys.exit(f"never_syncs.py: MODE must be one of {', '.join(MODES)}, got {mode!r}")
+    if mode == "all":
+        os.fsync = _no_sync
+        os.fdatasync = _no_sync
+        pysyncobj.journal.ResizableFile.flush = _no_sync
+    for module in (
+        budgetd.replication.durability,
+        budgetd.replication.node,
+        budgetd.replication.snapshot,
+    ):
+        module.fsync_dir = _no_sync  # type: ignore[attr-defined]
     sys.exit(main(prog_name="budgetd"))

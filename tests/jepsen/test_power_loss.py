@@ -34,7 +34,7 @@ pytestmark = pytest.mark.jepsen
 
 FUSE_REASON = REASON or fuse_preflight()
 needs_power_loss = pytest.mark.skipif(FUSE_REASON is not None, reason=FUSE_REASON or "")
-#: Launches budgetd with every fsync and msync a no-op (see the module's docstring).
+#: Launches budgetd with its syncs, or its directory syncs, turned into no-ops.
 NEVER_SYNCS = Path(__file__).with_name("never_syncs.py")
 
 
@@ -272,11 +272,19 @@ def test_a_dead_harness_s_mount_is_detached_by_the_next_one(tmp_path: Path) -> N
 class NeverSyncingSandbox(Sandbox):
     """Nodes started by tests/jepsen/never_syncs.py: budgetd with its syncs turned off."""
 
+    mode = "all"
+
     def _budgetd_argv(self, node: Node) -> list[str]:
         return [
-            self.python, str(NEVER_SYNCS), "run",
+            self.python, str(NEVER_SYNCS), self.mode, "run",
             "--config", str(node.config), "--log-level", self.log_level,
         ]  # fmt: skip
+
+
+class NeverSyncingDirectoriesSandbox(NeverSyncingSandbox):
+    """budgetd whose fsyncs of directories do nothing (file contents are still synced)."""
+
+    mode = "directories"
 
 
 def spent_after(sandbox: Sandbox) -> dict[str, dict[str, int | None]]:
@@ -418,15 +426,20 @@ def test_acknowledged_spends_survive_power_cuts_of_leader_and_minority_with_snap
 
 
 @needs_power_loss
-def test_power_loss_catches_a_store_that_acknowledges_before_fsync(tmp_path: Path) -> None:
-    """The same run, with every node started by never_syncs.py: budgetd whose fsync, fdatasync
-    and journal msync do nothing, so it acknowledges writes that are only in memory (the page
-    cache, here lazyfs's memory). A kill -9 would not notice — the page cache survives it —
-    but after the power cut no node's disk holds even the journal's name (its directory was
-    never fsynced): the cluster comes back empty and every spend acknowledged before the cut
-    is gone. One run suffices: the run waits for 40 acknowledged ops before cutting the power,
-    and nothing the store does without a sync can reach the disk."""
-    results, _ = power_loss_run(tmp_path, NeverSyncingSandbox)
+@pytest.mark.parametrize("sandbox_class", [NeverSyncingSandbox, NeverSyncingDirectoriesSandbox])
+def test_power_loss_catches_a_store_that_acknowledges_before_fsync(
+    tmp_path: Path, sandbox_class: type[Sandbox]
+) -> None:
+    """The same run, with every node started by never_syncs.py: budgetd whose fsync,
+    fdatasync and journal msync do nothing (``all``), so it acknowledges writes that are only in
+    memory (the page cache, here lazyfs's memory); or whose directory fsyncs alone do nothing
+    (``directories``), so the journal's contents are synced but its name never is. A kill -9
+    would notice neither — the page cache survives it — but after the power cut no node's disk
+    holds the journal (its name was never made durable): the cluster comes back empty and every
+    spend acknowledged before the cut is gone. One run per store suffices: the run waits for 40
+    acknowledged ops before cutting the power, and nothing the store does without those syncs
+    can reach the disk."""
+    results, _ = power_loss_run(tmp_path, sandbox_class)
     assert results["stats"].detail["ok_before_first_fault"] >= 40
     lost = results["no_lost_spend"]
     assert lost.valid == "invalid", lost
