@@ -266,6 +266,46 @@ def test_a_dead_harness_s_mount_is_detached_by_the_next_one(tmp_path: Path) -> N
     assert not mount.mounted
 
 
+HARNESS = """
+import json, sys, time
+from pathlib import Path
+from jepsen_lite import Sandbox
+sandbox = Sandbox(Path(sys.argv[1]), size=1, power_loss=True).__enter__()
+daemons = [m.process.pid for m in sandbox.mounts.values()]
+print(json.dumps({"run_id": sandbox.run_id, "daemons": daemons}), flush=True)
+time.sleep(600)
+"""
+
+
+@needs_power_loss
+def test_a_killed_harness_s_mounts_are_detached_by_the_next_sandbox(tmp_path: Path) -> None:
+    harness = subprocess.Popen(
+        [sys.executable, "-c", HARNESS, str(tmp_path / "old")],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    try:
+        assert harness.stdout is not None
+        started = json.loads(harness.stdout.readline())
+    finally:
+        harness.send_signal(signal.SIGKILL)
+        harness.wait(10)
+
+    def daemons_alive() -> bool:
+        return any(Path(f"/proc/{pid}").exists() for pid in started["daemons"])
+
+    until(lambda: not daemons_alive(), "the lazyfs daemons to die with their harness")
+    left = [m for m, name in lazy_mounts() if started["run_id"] in name]
+    assert left == [str(tmp_path / "old" / "n1")]  # a dead mount outlives its harness...
+    sandbox = Sandbox(tmp_path / "new", size=1, power_loss=True)
+    try:
+        sandbox.build()  # ...until the next sandbox detaches it
+        assert not [m for m, name in lazy_mounts() if started["run_id"] in name]
+    finally:
+        sandbox.teardown()
+
+
 # A real cluster ----------------------------------------------------------------------------------
 
 
