@@ -217,7 +217,8 @@ class Sandbox:
     ``with Sandbox(root) as sandbox:`` builds the namespaces, writes the configs and starts
     every node; leaving the block (normally or by an exception) stops every node by PID and
     deletes every namespace it made. ``raft`` holds ``[raft]`` settings (e.g.
-    ``{"leader_fallback_ms": 2000}``); the budgetd defaults otherwise.
+    ``{"leader_fallback_ms": 2000}``); the budgetd defaults otherwise. ``power_loss`` puts
+    each node's data dir on lazyfs, for ``power_off``.
     """
 
     def __init__(
