@@ -8,6 +8,7 @@ apt_needs=(
     "nft nftables"
     "promtool prometheus"
     "faketime faketime"
+    "fusermount3 fuse3"
 )
 
 apt_missing=()

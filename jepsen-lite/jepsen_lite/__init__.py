@@ -23,7 +23,9 @@ from jepsen_lite.checkers import (
 )
 from jepsen_lite.history import History, Op, load, outcome
 from jepsen_lite.http import NamespaceHttp, Response
+from jepsen_lite.lazyfs import LazyMount
 from jepsen_lite.net import Net
+from jepsen_lite.powerloss import PowerLoss, PowerLossAll
 from jepsen_lite.sandbox import Node, Refused, Sandbox, SandboxError, preflight
 from jepsen_lite.wan import WanLatency
 from jepsen_lite.workload import ClusterSampler, Workload
@@ -31,10 +33,13 @@ from jepsen_lite.workload import ClusterSampler, Workload
 __all__ = [
     "ClusterSampler",
     "History",
+    "LazyMount",
     "NamespaceHttp",
     "Net",
     "Node",
     "Op",
+    "PowerLoss",
+    "PowerLossAll",
     "Refused",
     "Response",
     "Result",

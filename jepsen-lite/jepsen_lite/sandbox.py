@@ -17,6 +17,8 @@ links; the harness talks to nodes from the control namespace (jepsen_lite.http),
 partition cuts. With ``dcs`` (WAN mode) node-to-node TCP is redirected there to a relay that
 delays it per data-center pair (jepsen_lite.relay). Node processes get SIGKILL if the harness
 dies (PR_SET_PDEATHSIG); namespaces left by a dead harness are deleted by the next sandbox.
+With ``power_loss``, each node's data dir is a lazyfs mount (jepsen_lite.lazyfs), and
+``power_off`` drops what the node never synced.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from typing import Any, Final
 from jepsen_lite._run import Refused, SandboxError, run
 from jepsen_lite.canaries import module_name as canary_module
 from jepsen_lite.http import NamespaceHttp, Response
+from jepsen_lite.lazyfs import LazyMount, fuse_preflight, remove_stale_mounts
 from jepsen_lite.net import TABLE, Net
 from jepsen_lite.relay import WanRelay, check_dc
 
@@ -249,7 +252,8 @@ class Sandbox:
     deletes every namespace it made. ``raft`` holds ``[raft]`` settings (e.g.
     ``{"leader_fallback_ms": 2000}``); the budgetd defaults otherwise. ``canary`` starts every
     node as a deliberately broken budgetd (jepsen_lite.canaries); ``faketime`` preloads
-    libfaketime so ``set_clock`` can move a node's wall clock (jepsen_lite.clock).
+    libfaketime so ``set_clock`` can move a node's wall clock (jepsen_lite.clock); ``power_loss``
+    puts each node's data dir on lazyfs, for ``power_off``.
 
     ``dcs`` (node id → data center, every node) turns on WAN mode: each node's config names
     its ``dc``, and node-to-node TCP runs through a relay (jepsen_lite.relay) whose delays
@@ -267,6 +271,7 @@ class Sandbox:
         dcs: Mapping[str, str] | None = None,
         canary: str | None = None,
         faketime: bool = False,
+        power_loss: bool = False,
     ) -> None:
         if not 1 <= size <= NODES_MAX:
             raise ValueError(f"size must be in 1..{NODES_MAX}, got {size}")
@@ -314,6 +319,21 @@ class Sandbox:
         self._http: NamespaceHttp | None = None
         self.dcs = None if dcs is None else self._place(dcs)
         self._relay: WanRelay | None = None
+        #: With ``power_loss``, each node's data dir is a lazyfs mount (jepsen_lite.lazyfs) over
+        #: ``<root>/disks/<node>``, which holds only what the node synced.
+        self.power_loss = power_loss
+        self._mounts: dict[str, LazyMount] = {}
+        if power_loss:
+            self._mounts = {
+                n.node_id: LazyMount(
+                    self.root / "disks" / n.node_id,
+                    self.root / n.node_id,
+                    name=f"jl-lazyfs-{self.run_id}-{n.node_id}",
+                    log=self.root / f"lazyfs-{n.node_id}.log",
+                    python=python,
+                )
+                for n in self.nodes
+            }
 
     def _ip(self, octet: int) -> str:
         return f"10.77.{self.subnet_octet}.{octet}"
@@ -346,10 +366,11 @@ class Sandbox:
     def build(self) -> None:
         """Refuse (Refused) if the machine cannot host a sandbox; delete stale ``jl-*``
         namespaces; build the namespaces and links; write the cluster folder."""
-        reason = preflight()
+        reason = preflight() or (fuse_preflight() if self.power_loss else None)
         if reason is not None:
             raise Refused(reason)
         remove_stale()
+        remove_stale_mounts(_alive)
         self._add_namespace(self.control)
         self._ip_in(self.control, "link", "set", "lo", "up")
         run(["ip", "netns", "exec", self.control, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"])
@@ -411,6 +432,11 @@ class Sandbox:
             self.stop_all()
         except Exception as error:  # keep tearing down; report at the end
             problems.append(f"stopping nodes: {error}")
+        for node_id, mount in self._mounts.items():
+            try:
+                mount.unmount()
+            except Exception as error:
+                problems.append(f"unmounting {node_id}'s lazyfs: {error}")
         if self._http is not None:
             self._http.close()
             self._http = None
@@ -448,11 +474,12 @@ class Sandbox:
         node = self.node(node_id)
         if node.running:
             raise SandboxError(f"{node_id} is already running")
-        command = [
-            "ip", "netns", "exec", node.namespace,
-            *self._launcher(), "run",
-            "--config", str(node.config), "--log-level", self.log_level,
-        ]  # fmt: skip
+        mount = self._mounts.get(node_id)
+        if mount is not None and mount.process is not None and not mount.serving:
+            raise SandboxError(f"{node_id}'s lazyfs daemon exited; see {mount.log}")
+        if mount is not None and mount.process is None:
+            mount.mount()  # after a power cut: a fresh mount of what survived
+        command = ["ip", "netns", "exec", node.namespace, *self._budgetd_argv(node)]
         environment = {**os.environ, "PYTHONUNBUFFERED": "1", **self._faketime_environment(node)}
         self._write_clock(node_id)
         with node.log.open("ab") as log_file:
@@ -547,6 +574,28 @@ class Sandbox:
         self.node(node_id)
         with self._clock_lock:
             return self._clock_now(node_id)
+
+    def _budgetd_argv(self, node: Node) -> list[str]:
+        """The node's command line inside its namespace."""
+        return [
+            *self._launcher(), "run",
+            "--config", str(node.config), "--log-level", self.log_level,
+        ]  # fmt: skip
+
+    @property
+    def mounts(self) -> Mapping[str, LazyMount]:
+        """{node id: its lazyfs mount}; empty without ``power_loss``."""
+        return dict(self._mounts)
+
+    def power_off(self, node_id: str) -> None:
+        """A power cut: kill -9 the node, then cut its lazyfs mount, so its data dir keeps only
+        what it had fsynced (jepsen_lite.lazyfs's model). The node stays down; ``start`` mounts
+        what survived and starts it. Needs ``Sandbox(..., power_loss=True)``."""
+        mount = self._mounts.get(node_id)
+        if mount is None:
+            raise SandboxError("power_off needs Sandbox(..., power_loss=True)")
+        self.kill(node_id)
+        mount.power_off()
 
     def kill(self, node_id: str) -> None:
         """kill -9 by PID: no clean shutdown (a paused node dies too). ``start`` brings it back

@@ -156,8 +156,12 @@ def test_every_mode_is_a_module_naming_its_checker() -> None:
     listed = launcher("--list")
     assert listed.returncode == 0, listed.stderr
     rows = dict(line.split("\t", 1) for line in listed.stdout.splitlines())
-    assert rows.keys() == modes().keys() == {*CAUGHT_IN_A_RUN, "ack-before-fsync"}
-    for mode, checker in {**CAUGHT_IN_A_RUN, "ack-before-fsync": "no_lost_spend"}.items():
+    caught_by_power_loss = {"ack-before-fsync", "forgets-directory-fsync"}
+    assert rows.keys() == modes().keys() == {*CAUGHT_IN_A_RUN, *caught_by_power_loss}
+    for mode, checker in {
+        **CAUGHT_IN_A_RUN,
+        **dict.fromkeys(caught_by_power_loss, "no_lost_spend"),
+    }.items():
         assert checker in rows[mode], (mode, rows[mode])
 
 

@@ -5,8 +5,8 @@ through I2 no_lost_spend (acknowledged spend gone after the restart).
 What stops syncing (budgetd.replication.durability): the journal's msync (``FileJournal.flush``,
 which `DurableJournal.sync` and the compaction rewrite call), the meta file's fsync
 (`DurableMetaStorer.storeMeta` writes, renames, never fsyncs) and the directory fsyncs
-(``fsync_dir`` where durability and the replica node call it). The ack and commit order stays
-as it is: the acks simply precede durability. Imports budgetd and pysyncobj.
+(``fsync_dir`` where durability, the replica node and the snapshot writer call it). The ack
+and commit order stays as it is: the acks simply precede durability. Imports budgetd and pysyncobj.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any, Final
 from pysyncobj.journal import FileJournal
 from pysyncobj.pickle import dumps as pickle_dumps
 
-from budgetd.replication import durability
+from budgetd.replication import durability, snapshot
 from budgetd.replication import node as replica_node
 
 __all__ = ["CHECKER", "apply"]
@@ -43,3 +43,4 @@ def apply() -> None:
     durability.DurableMetaStorer.storeMeta = store_meta  # type: ignore[method-assign]
     durability.fsync_dir = fsync_dir
     replica_node.fsync_dir = fsync_dir
+    snapshot.fsync_dir = fsync_dir
