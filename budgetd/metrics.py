@@ -72,6 +72,9 @@ class ProposerFigures:
     requests_rejected_queue_full: int
     batch_ops: DistributionSnapshot
     batch_bytes: DistributionSnapshot
+    #: Wall clock minus the last stamp (budgetd.stamps), and stamps held inside the band.
+    clock_skew_ms: int = 0
+    stamps_held: int = 0
 
 
 def node_registry(node: NodeView, node_id: str, settings: MetricsSettings) -> CollectorRegistry:
@@ -323,6 +326,18 @@ class NodeCollector(Collector):
             "budgetd_proposer_requests_rejected",
             "Requests refused (503) because the queue held proposer.queue_ops_max ops.",
             p.requests_rejected_queue_full,
+        )
+        g.gauge(
+            "budgetd_clock_skew_seconds",
+            "This node's wall clock minus the time it last stamped on a log entry (0 while they "
+            "agree; budgetd.stamps holds stamps to the pace of real time).",
+            p.clock_skew_ms / 1000,
+        )
+        g.counter(
+            "budgetd_stamps_held",
+            "Log entries stamped off this node's wall clock because it ran outside the band "
+            "around real time.",
+            p.stamps_held,
         )
         g.families.append(
             _histogram(

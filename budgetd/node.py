@@ -21,10 +21,11 @@ from budgetd.api import Tokens, make_app
 from budgetd.codec import encode_snapshot
 from budgetd.ledger import Ledger
 from budgetd.metrics import ProposerFigures, node_registry
-from budgetd.proposer import LogOutcome, Proposer
+from budgetd.proposer import LogOutcome, Proposer, SystemClock
 from budgetd.replication import Outcome, RaftNode, RaftStats
 from budgetd.service import Conflict, NotFound, NotLeader, OutcomeUnknown, Unavailable
 from budgetd.settings import Member, NodeSettings
+from budgetd.stamps import StampClock
 
 __all__ = ["Node", "serve"]
 
@@ -76,7 +77,10 @@ class Node:
     def __init__(self, settings: NodeSettings) -> None:
         self.settings = settings
         self.raft = RaftNode(settings)
-        self.proposer = Proposer(_RaftLog(self.raft), settings.proposer)
+        #: Stamps log entries with the wall clock held to the pace of real time.
+        self.stamps = StampClock(SystemClock())
+        self.raft.observe_time = self.stamps.observe
+        self.proposer = Proposer(_RaftLog(self.raft), settings.proposer, clock=self.stamps)
         self._digest: tuple[float, int, str] | None = None
         self._transferring = False
 
@@ -143,6 +147,8 @@ class Node:
             requests_rejected_queue_full=stats.requests_rejected_queue_full,
             batch_ops=proposer.batch_ops.snapshot(),
             batch_bytes=proposer.batch_bytes.snapshot(),
+            clock_skew_ms=self.stamps.skew_ms,
+            stamps_held=self.stamps.stamps_held,
         )
 
     async def add_member(self, member: Member) -> None:

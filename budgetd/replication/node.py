@@ -244,6 +244,8 @@ class RaftNode:
         self._sync_seconds = Distribution(SYNC_BUCKETS_S)
         self._last_apply_s = 0.0
         self._entries_applied = 0
+        #: Called on the tick thread with the stamp of every entry applied (budgetd.stamps).
+        self.observe_time: Callable[[int], None] | None = None
         # Every op kind an idempotency key can answer: the dict never grows, so `stats` may copy
         # it from another thread.
         self._replayed_ops = dict.fromkeys(REPLAYABLE_OPS, 0)
@@ -418,6 +420,8 @@ class RaftNode:
                 results = self._ledger.apply_batch(timestamp_ms, ops)
                 self._ledger_index = index
             self._last_apply_s = time.perf_counter() - started_s
+            if self.observe_time is not None:
+                self.observe_time(timestamp_ms)
             self._entries_applied += 1
             if isinstance(ops, list) and len(ops) == len(results):
                 for op, result in zip(ops, results, strict=True):

@@ -31,6 +31,7 @@ ALERTS = (
     "BudgetdFsyncSlow",
     "BudgetdDiskFilling",
     "BudgetdSnapshotStale",
+    "BudgetdClockSkew",
     "BudgetdOverspend",
     "BudgetdReserveErrorBudgetBurn",
     "BudgetdReserveLatencyBurn",
