@@ -200,8 +200,7 @@ def test_teardown_leaves_no_namespace_or_process_even_on_error(tmp_path: Path) -
         assert len(pids) == 3 and len(names) == 4
         until(lambda: agreed_leader(sandbox, sandbox.node_ids), "one leader")
         raise RuntimeError("boom")
-    assert not set(names) & set(sandbox_namespaces())
-    assert sandbox_namespaces() == []
+    assert not set(names) & set(sandbox_namespaces())  # (another run's may exist: not ours)
     assert pids_alive(pids) == []
 
 
@@ -236,4 +235,4 @@ def test_nodes_die_with_a_killed_harness_and_its_namespaces_are_removed_next_tim
     assert len(left) == 4  # named namespaces outlive a SIGKILLed harness...
     removed = remove_stale()
     assert set(left) <= set(removed)  # ...until the next sandbox removes them
-    assert sandbox_namespaces() == []
+    assert not [n for n in sandbox_namespaces() if n.startswith(f"jl-{started['run_id']}-")]
