@@ -385,6 +385,21 @@ class Sandbox:
             process.wait(STOP_GRACE_S)
         node.paused = False
 
+    def stop(self, node_id: str) -> None:
+        """A clean stop by PID: SIGCONT (a paused node could not act on it) and SIGTERM, then
+        SIGKILL after STOP_GRACE_S. ``start`` brings it back on the same data dir."""
+        node = self.node(node_id)
+        process = node.process
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGCONT)
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(STOP_GRACE_S)
+        node.paused = False
+
     def pause(self, node_id: str) -> None:
         """SIGSTOP by PID: the process freezes (raft timers, HTTP server and all)."""
         node = self._running(node_id)
