@@ -161,9 +161,10 @@ body {{ font: 11px sans-serif; margin: 0; }}
 
 
 def _shade(axes: plt.Axes, intervals: Sequence[Interval]) -> None:
+    names = sorted({interval.fault for interval in intervals})
     labelled: set[str] = set()
-    for index, interval in enumerate(intervals):
-        colour = f"C{(index % 8) + 2}"
+    for interval in intervals:
+        colour = f"C{(names.index(interval.fault) % 8) + 2}"
         label = None if interval.fault in labelled else interval.fault
         labelled.add(interval.fault)
         axes.axvspan(interval.start_s, interval.end_s, color=colour, alpha=0.15, label=label)
