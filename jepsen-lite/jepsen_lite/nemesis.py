@@ -121,6 +121,13 @@ class Partition:
             raise ValueError(f"unknown partition {kind!r}; one of {', '.join(PARTITIONS)}")
         self.kind = kind
         self.name = f"partition-{kind}"
+        self.description = {
+            "one": "isolate a random node",
+            "leader": "isolate the leader (highest term claiming it)",
+            "halves": "random halves: a minority against a majority",
+            "majorities-ring": "every node sees a majority, no two the same (5 nodes)",
+            "bridge": "two halves and one node that sees both (5 nodes)",
+        }[kind]
         self.sandbox_options: Mapping[str, Any] = {}
 
     def grudge(self, sandbox: Sandbox, rng: random.Random) -> tuple[net.Grudge, dict[str, Any]]:
@@ -159,6 +166,7 @@ class Kill:
             raise ValueError(f"unknown kill target {target!r}; one of {', '.join(KILL_TARGETS)}")
         self.target = target
         self.name = "kill" if target is None else f"kill-{target}"
+        self.description = f"kill -9 {target or 'one, the leader, a minority or all'}; restart"
         self.sandbox_options: Mapping[str, Any] = {}
 
     def start(self, sandbox: Sandbox, rng: random.Random) -> dict[str, Any]:
@@ -189,6 +197,7 @@ class Pause:
             raise ValueError(f"unknown pause target {target!r}; one of {', '.join(PAUSE_TARGETS)}")
         self.target = target
         self.name = "pause" if target is None else f"pause-{target}"
+        self.description = f"SIGSTOP {target or 'one node or the leader'}; SIGCONT"
         self.sandbox_options: Mapping[str, Any] = {}
 
     def start(self, sandbox: Sandbox, rng: random.Random) -> dict[str, Any]:
@@ -214,6 +223,7 @@ class RestartAll:
             raise ValueError(f"unknown restart mode {mode!r}; one of {', '.join(RESTART_MODES)}")
         self.mode = mode
         self.name = "restart-all" if mode is None else f"restart-{mode}"
+        self.description = f"restart every node ({mode or 'rolling or all at once'})"
         self.sandbox_options: Mapping[str, Any] = {}
 
     def start(self, sandbox: Sandbox, rng: random.Random) -> dict[str, Any]:
