@@ -6,6 +6,7 @@
 apt_needs=(
     "ip iproute2"
     "nft nftables"
+    "unshare util-linux"
 )
 
 apt_missing=()
