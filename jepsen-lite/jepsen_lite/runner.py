@@ -18,7 +18,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -110,13 +110,6 @@ class Settings:
             warmup_s=self.warmup_s,
             quiet_s=self.quiet_s,
         )
-
-    @classmethod
-    def from_dict(cls, raw: Mapping[str, Any]) -> Settings:
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in raw.items() if k in known}
-        values["faults"] = tuple(values.get("faults", ()))
-        return cls(**values)
 
 
 @dataclass(frozen=True)
