@@ -283,10 +283,12 @@ class Sandbox:
         for node in self.nodes:
             self._add_namespace(node.namespace)
             link = f"v-{node.node_id}"
-            self._ip_in(
-                self.control, "link", "add", link, "type", "veth",
-                "peer", "name", "eth0", "netns", node.namespace,
-            )  # fmt: skip
+            # Made in the control namespace, then the peer moved and renamed: `peer ... netns`
+            # in one command fails inside a user namespace (iproute2 6.1).
+            peer = f"p-{node.node_id}"
+            self._ip_in(self.control, "link", "add", link, "type", "veth", "peer", "name", peer)
+            self._ip_in(self.control, "link", "set", peer, "netns", node.namespace)
+            self._ip_in(node.namespace, "link", "set", peer, "name", "eth0")
             self._ip_in(self.control, "addr", "add", f"{self.control_ip}/32", "dev", link)
             self._ip_in(self.control, "link", "set", link, "up")
             self._ip_in(self.control, "route", "add", f"{node.ip}/32", "dev", link)
