@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +23,7 @@ import pytest
 from jepsen_lite.history import load
 from jepsen_lite.nemesis import PARTITIONS
 from jepsen_lite.runner import Settings, run
-from tests.jepsen.helpers import needs_sandbox
+from tests.jepsen.helpers import needs_sandbox, until
 
 pytestmark = pytest.mark.jepsen
 
@@ -170,3 +171,73 @@ def test_cli_refuses_bad_options_in_one_line(tmp_path: Path) -> None:
         assert done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
         assert done.stderr.startswith("jepsen-lite: ")
     assert not (tmp_path / "store").exists()  # bad input writes nothing
+
+
+def test_namespace_command_as_root_and_without_unshare(monkeypatch: pytest.MonkeyPatch) -> None:
+    from click import ClickException
+
+    from jepsen_lite import cli
+
+    assert cli.namespace_command(euid=0) == [
+        "unshare", "--net", "--mount", "--pid", "--fork", "--mount-proc", "--kill-child",
+    ]  # fmt: skip
+    monkeypatch.setattr(cli.shutil, "which", lambda name: None)
+    with pytest.raises(ClickException, match=r"`unshare` is missing \(apt-get install"):
+        cli.namespace_command(euid=0)
+
+
+def processes_with(text: str) -> dict[int, str]:
+    """{pid: its network namespace} of every process whose command line contains ``text``
+    (read from /proc; nothing is signalled)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if text in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode():
+                found[int(entry.name)] = os.readlink(entry / "ns" / "net")
+        except OSError:
+            continue  # gone meanwhile
+    return found
+
+
+def net_namespaces_in_use() -> set[str]:
+    inodes = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                inodes.add(os.readlink(entry / "ns" / "net"))
+            except OSError:
+                continue
+    return inodes
+
+
+@needs_sandbox
+def test_a_sigkilled_run_leaves_no_process_or_namespace(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    path = os.pathsep.join(str(REPO / p) for p in ("jepsen-lite", "client", "."))
+    environment = {**os.environ, "PYTHONPATH": path}
+    environment.pop("JEPSEN_LITE_NAMESPACED", None)
+    command = [sys.executable, "-m", "jepsen_lite", "--store", str(store), "run"]
+    harness = subprocess.Popen(
+        [*command, "--faults", "kill", "--time-limit", "60"],
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        nodes = until(
+            lambda: (found := processes_with(f"--config {store}")) and len(found) == 3 and found,
+            "three nodes running inside the run's namespaces",
+        )
+        namespaces = set(nodes.values())
+        assert len(namespaces) == 3  # one network namespace per node
+    finally:
+        harness.send_signal(signal.SIGKILL)  # the `unshare` the command re-executed as
+        harness.wait(10)
+    until(lambda: not processes_with(str(store)), "every process of the run to be gone")
+    until(lambda: not namespaces & net_namespaces_in_use(), "the run's namespaces to be gone")
+    assert not (
+        Path("/run/netns").exists()
+        and any(p.name.startswith("jl-1-") for p in Path("/run/netns").iterdir())
+    )  # the run's namespace files lived on its private /run
