@@ -293,16 +293,16 @@ class _Bidder:
             part = (remaining // 1000) * 1000 * self.rng.randint(1, 4) // 10
             if part <= 0:
                 break
-            if not self.commit(campaign_id, rid, part, final=False, suffix=f"-c{step}"):
+            if not self.commit(campaign_id, rid=rid, amount=part, final=False, suffix=f"-c{step}"):
                 return
             remaining -= part
         if plan.endswith("release") or remaining < 1000:
             self.release(campaign_id, rid)
         else:
             use = self.rng.randint(1, remaining // 1000) * 1000
-            self.commit(campaign_id, rid, use, final=True, suffix="-cf")
+            self.commit(campaign_id, rid=rid, amount=use, final=True, suffix="-cf")
 
-    def commit(self, campaign_id: str, rid: int, amount: int, *, final: bool, suffix: str) -> bool:
+    def commit(self, campaign_id: str, *, rid: int, amount: int, final: bool, suffix: str) -> bool:
         key = self._key(suffix)
         body: dict[str, Any] = {"amount_micros": amount}
         if final:

@@ -64,8 +64,9 @@ class HarnessError(RuntimeError):
 
 @dataclass(frozen=True)
 class Settings:
-    """One test. ``rate`` is a ceiling on the raw-HTTP workers' ops per second together;
-    ``bidders`` budget_client bidder threads run beside them."""
+    """One test: ``workers`` raw-HTTP client threads and ``bidders`` budget_client bidder
+    threads, each pausing between ops so that together they send at most about ``rate`` ops
+    per second."""
 
     faults: tuple[str, ...] = ()
     nodes: int = 3
@@ -286,18 +287,20 @@ def _drive(
     if _poll(lambda: current_leader(sandbox), LEADER_S, stop) is None:
         raise HarnessError(f"no leader within {LEADER_S:.0f} s of start")
     ops_max = int(min(OPS_MAX, settings.rate * settings.time_limit_s * 2 + 100))
+    # Each client thread waits threads/rate between ops: together at most about ``rate``.
+    pause_s = (settings.workers + settings.bidders) / settings.rate
     workload = Workload(
         sandbox,
         history,
         workers=settings.workers,
         ops_max=ops_max,
         duration_s=settings.time_limit_s,
-        pause_s=settings.workers / settings.rate,
+        pause_s=pause_s,
         seed=settings.seed,
     )
     bidders = Bidders(
         sandbox, history, bidders=settings.bidders, duration_s=settings.time_limit_s,
-        seed=settings.seed,
+        pause_s=pause_s, seed=settings.seed,
     )  # fmt: skip
     sampler = ClusterSampler(sandbox, history)
     try:
