@@ -7,7 +7,9 @@ module (budget_client never does either).
 
 budget_client's outcomes map to the history's: a typed result is ok; ``Refused`` (definite)
 is fail; ``Unavailable`` (no attempt can have been applied) is fail; ``OutcomeUnknown`` and
-anything unexpected after sending is info, and retires the worker's process.
+anything unexpected after sending is info, and retires the worker's process. An op's ``node``
+is the leader the client knew when it was invoked (None before it learnt one): the client
+picks and follows nodes itself.
 """
 
 from __future__ import annotations
@@ -41,11 +43,12 @@ __all__ = ["BIDDERS_MAX", "BIDDER_CAMPAIGNS", "BIDDER_LEAVES", "BIDDER_ROOT", "B
 
 BIDDERS_MAX: Final = 8
 BIDDER_ROOT: Final = "jlb"
-BIDDER_LEAVES: Final = ("jlb:x", "jlb:y")
+BIDDER_LEAVES: Final = ("jlb:x", "jlb:y", "jlb:z")
 BIDDER_CAMPAIGNS: Final = (BIDDER_ROOT, *BIDDER_LEAVES)
-#: Daily caps small enough to run out within a short run (the ledger then refuses reserves
-#: with ``budget_exhausted``; direct spends go on and are reported as overspend).
-LEAF_DAILY_MICROS: Final = (40_000_000, 90_000_000)
+#: Daily caps: x runs out within seconds, y within minutes (the ledger then refuses reserves
+#: with ``budget_exhausted``; direct spends go on and are reported as overspend); z never, so
+#: reservations keep going through their whole life until the end of a long run.
+LEAF_DAILY_MICROS: Final = (40_000_000, 400_000_000, 10**12)
 RESERVATION_TTL_MS: Final = 300_000
 #: One call's bounds: short, so a fault shows as fail/info rather than a stalled worker.
 RETRY: Final = RetryPolicy(attempts_max=3, deadline_s=4.0, attempt_timeout_s=2.0)
@@ -87,6 +90,7 @@ class Bidders:
         self.pause_s = pause_s
         self.seed = seed
         self.endpoints = [node.http_address for node in sandbox.nodes]
+        self._node_of_url = {node.url: node.node_id for node in sandbox.nodes}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.errors: list[str] = []
@@ -134,6 +138,10 @@ class Bidders:
             thread = self._in_namespace(f"jl-bidder-{index}", self._worker_body(index))
             self._threads.append(thread)
             thread.start()
+
+    def node_of(self, url: str | None) -> str | None:
+        """The node id of a leader URL the client learnt (None: not known yet)."""
+        return None if url is None else self._node_of_url.get(url.rstrip("/"))
 
     def join(self) -> None:
         for thread in self._threads:
@@ -197,7 +205,8 @@ class _Bidder:
     ) -> tuple[Op, Any]:
         """Invoke, call, complete: ok with the result, fail on a definite refusal (or, for a
         read, on any error), info when it may have been applied."""
-        invoked = self.owner.history.invoke(self.process, f, value, node=None)
+        node = self.owner.node_of(self.client.leader)
+        invoked = self.owner.history.invoke(self.process, f, value, node=node)
         try:
             got = call()
         except Refused as refused:
@@ -226,7 +235,10 @@ class _Bidder:
         def call() -> dict[str, Any]:
             return dict(self.client.get_campaign(campaign_id, consistency="strong"))
 
-        invoked = self.owner.history.invoke(self.process, "read", {"campaign_id": campaign_id})
+        node = self.owner.node_of(self.client.leader)
+        invoked = self.owner.history.invoke(
+            self.process, "read", {"campaign_id": campaign_id}, node=node
+        )
         try:
             body = call()
         except BudgetError as error:

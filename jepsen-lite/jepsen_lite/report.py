@@ -142,7 +142,7 @@ body {{ font: 11px sans-serif; margin: 0; }}
       box-sizing: border-box; border: 1px solid rgba(0,0,0,.25); font-size: 9px; }}
 .fault {{ position: absolute; left: 0; right: 0; background: rgba(120,120,220,.15);
          border-top: 2px solid #7878dc; color: #4848a0; padding-left: 2px; }}
-.head {{ position: fixed; top: 0; height: 36px; width: {width - 6}px; background: #fff;
+.head {{ position: absolute; top: 0; height: 36px; width: {width - 6}px; background: #fff;
         font-weight: bold; padding-top: 20px; z-index: 2; }}
 .tick {{ position: absolute; left: 2px; color: #888; border-top: 1px dotted #ccc;
         width: 100%; }}
