@@ -204,7 +204,8 @@ def run(
     stop: threading.Event | None = None,
 ) -> RunOutcome:
     """Carry out ``settings``: a new run directory under ``store``, ``store/latest`` pointing
-    at it, and its verdict. A harness failure is a verdict of ``unknown`` with ``error``."""
+    at it, and its verdict. A harness failure is a verdict of ``unknown`` with ``error``.
+    ValueError, before anything is written, for options no fault or sandbox takes."""
     stop = stop or threading.Event()
     faults = make_faults(settings.faults)
     plan = settings.plan()
@@ -216,6 +217,10 @@ def run(
             options[key] = value
     if settings.canary is not None:
         options["canary"] = settings.canary
+    try:  # the options are checked by the constructor, which builds nothing
+        Sandbox(store / "unbuilt", size=settings.nodes, **options)
+    except TypeError as refused:
+        raise ValueError(f"this build's sandbox takes no option {sorted(options)}") from refused
     store.mkdir(parents=True, exist_ok=True)
     run_dir = _new_run_dir(store, settings.test_name)
     _link_latest(store, run_dir)

@@ -165,6 +165,8 @@ def test_cli_refuses_bad_options_in_one_line(tmp_path: Path) -> None:
         (["run", "--nodes", "4"], "'4' is not one of '3', '5'"),
         (["run", "--time-limit", "5", "--warmup", "9"], "warm-up must be in"),
         (["show", "nope"], "no run 'nope'"),
+        # A canary this build's sandbox does not know is refused before anything is built.
+        (["run", "--no-unshare", "--canary", "no-such-canary"], "canary"),
     ):
         done = jepsen_lite(tmp_path / "store", *args)
         assert done.returncode == 2, (args, done)
