@@ -48,8 +48,6 @@ from jepsen_lite.workload import CAMPAIGNS, OPS_MAX, WORKERS_MAX, ClusterSampler
 
 __all__ = ["HarnessError", "RunOutcome", "Settings", "analyse", "git_revision", "run"]
 
-#: Every campaign the final reads and the re-send totals cover.
-ALL_CAMPAIGNS: Final = (*CAMPAIGNS, *BIDDER_CAMPAIGNS)
 #: How long a cluster may take to agree on a leader (start, after heal).
 LEADER_S: Final = 30.0
 #: After the quiet time, how long the nodes may take to converge before the final reads.
@@ -329,6 +327,8 @@ def _drive(
         log(f"healed; quiet for {settings.quiet_s:.0f} s")
         stop.wait(settings.quiet_s)
         ids = sandbox.node_ids
+        # Every campaign the final reads and the re-send totals cover.
+        campaigns = (*CAMPAIGNS, *(BIDDER_CAMPAIGNS if settings.bidders else ()))
 
         def converged() -> dict[str, Any] | None:
             views = {n: sandbox.view(n, fresh_digest=True) for n in ids}
@@ -339,7 +339,7 @@ def _drive(
         }
         states = {
             f"{n}/{consistency}": {
-                c: workload.state(n, c, consistency=consistency) for c in ALL_CAMPAIGNS
+                c: workload.state(n, c, consistency=consistency) for c in campaigns
             }
             for consistency in ("strong", "local")
             for n in ids
@@ -348,7 +348,7 @@ def _drive(
         if leader is None:
             raise HarnessError(f"no leader within {LEADER_S:.0f} s after heal")
         log(f"re-sending writes through {leader}")
-        resends, totals = _resend_phase(workload, leader, history.ops)
+        resends, totals = _resend_phase(workload, leader, history.ops, campaigns)
         _write_json(
             run_dir / "final.json",
             {"views": views, "states": states, "totals": totals, "leader": leader},
@@ -362,7 +362,7 @@ def _drive(
 
 
 def _resend_phase(
-    workload: Workload, leader: str, ops: list[Op]
+    workload: Workload, leader: str, ops: list[Op], campaigns: Sequence[str]
 ) -> tuple[list[dict[str, Any]], dict[str, dict[str, int | None]]]:
     """I3: every ok write re-sent once, every info (or unfinished) one twice, to the leader
     with its original key and body; the leader's strong totals around each round."""
@@ -371,7 +371,7 @@ def _resend_phase(
     infos = [i for i, c in writes if c is None or c.type == "info"]
 
     def totals() -> dict[str, int | None]:
-        return {c: workload.read(leader, c, consistency="strong") for c in ALL_CAMPAIGNS}
+        return {c: workload.read(leader, c, consistency="strong") for c in campaigns}
 
     phases = {"before": totals()}
     resends = workload.resend(leader, oks, round_=1, limit_s=20.0 + len(oks) / 40)
@@ -414,6 +414,9 @@ def check(run_dir: Path) -> dict[str, Result]:
     states: dict[str, dict[str, Any]] = final.get("states", {})
     resends = _read_jsonl(run_dir / "resends.jsonl")
     samples = [_Sample(**row) for row in _read_jsonl(run_dir / "samples.jsonl")]
+    test = json.loads((run_dir / "test.json").read_text())
+    bidders = bool(test.get("settings", {}).get("bidders"))
+    fs = ("spend", "reserve", "commit", "read", *(("release",) if bidders else ()))
     once = exactly_once(ops, resends, final.get("totals", {}))
     return {
         "no_lost_spend": no_lost_spend(ops, _spent(states), once.detail["applied"]),
@@ -421,7 +424,7 @@ def check(run_dir: Path) -> dict[str, Result]:
         "stale_reads": stale_reads(ops),
         "no_overspend": no_overspend(ops, states),
         "reservation_lifecycle": reservation_lifecycle(ops),
-        "stats": stats(ops),
+        "stats": stats(ops, fs=fs),
         "convergence": convergence(final.get("views", {})),
         "election_safety": election_safety(samples),
     }
