@@ -8,6 +8,8 @@ for bad options, with a one-line message).
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import os
 import shutil
@@ -30,6 +32,7 @@ INSIDE_ENV: Final = "JEPSEN_LITE_NAMESPACED"
 STORE_ENV: Final = "JEPSEN_LITE_STORE"
 EXIT: Final = {"valid": 0, "invalid": 1, "unknown": 2}
 _UNSHARE_COMMON: Final = ("--net", "--mount", "--pid", "--fork", "--mount-proc", "--kill-child")
+_PR_SET_PDEATHSIG: Final = 1
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
@@ -69,14 +72,50 @@ def namespace_command(euid: int | None = None) -> list[str]:
     return ["unshare", "--user", "--map-root-user", *_UNSHARE_COMMON]
 
 
-def _reexec_in_namespaces(argv: Sequence[str]) -> NoReturn:
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL when this process dies (PR_SET_PDEATHSIG)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def _children(pid: int) -> list[int]:
+    """The PIDs whose parent is ``pid`` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        # pid (comm) state ppid …: comm may hold spaces and parentheses; split after the last ")".
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def _run_in_namespaces(argv: Sequence[str]) -> NoReturn:
+    """Run this command again under ``unshare`` and wait for it. Its ``unshare`` dies with this
+    process (and takes every process of the run with it: ``--kill-child``, then the PID
+    namespace); SIGTERM is passed on to the run, which then stops early (``unshare`` itself
+    ignores SIGTERM); Ctrl-C reaches the run through the terminal."""
     prefix = namespace_command()
     command = [*prefix, sys.executable, "-m", "jepsen_lite", *argv]
     environment = {**os.environ, INSIDE_ENV: "1"}
     try:
-        os.execvpe(command[0], command, environment)
+        child = subprocess.Popen(command, env=environment, preexec_fn=_die_with_parent)
     except OSError as error:
         _fail(f"cannot run {' '.join(prefix)}: {error}")
+
+    def forward(signum: int, _frame: object) -> None:
+        for pid in _children(child.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    code = child.wait()
+    sys.exit(code if code >= 0 else EXIT["unknown"])
 
 
 def _private_run_dir() -> None:
@@ -188,7 +227,7 @@ def run(
     except ValueError as error:
         _fail(str(error))
     if unshare and os.environ.get(INSIDE_ENV) != "1":
-        _reexec_in_namespaces(sys.argv[1:])
+        _run_in_namespaces(sys.argv[1:])
     if unshare:
         _private_run_dir()
     reason = preflight()

@@ -321,6 +321,8 @@ def _drive(
             _nemesis(history, by_name[step.fault], step, sandbox)
         workload.stop() if stop.is_set() else workload.join()
         bidders.stop() if stop.is_set() else bidders.join()
+        if stop.is_set():
+            raise HarnessError("stopped by a signal before the final reads")
         # Whatever the faults did, every link and node is back before the final reads.
         sandbox.net.heal()
         ensure_running(sandbox)

@@ -215,6 +215,39 @@ def net_namespaces_in_use() -> set[str]:
 
 
 @needs_sandbox
+def test_sigterm_stops_a_run_early_with_verdict_unknown(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    path = os.pathsep.join(str(REPO / p) for p in ("jepsen-lite", "client", "."))
+    environment = {**os.environ, "PYTHONPATH": path}
+    environment.pop("JEPSEN_LITE_NAMESPACED", None)
+    command = [sys.executable, "-m", "jepsen_lite", "--store", str(store), "run"]
+    harness = subprocess.Popen(
+        [*command, "--faults", "pause", "--time-limit", "300"],
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        until(lambda: (store / "latest" / "history.jsonl").exists(), "the run to start")
+        until(
+            lambda: any(op.f == "read" for op in load(store / "latest" / "history.jsonl")),
+            "the workload to start",
+        )
+        harness.send_signal(signal.SIGTERM)
+        output, _ = harness.communicate(timeout=120)
+    finally:
+        if harness.poll() is None:
+            harness.kill()
+            harness.wait(10)
+    assert harness.returncode == 2, output
+    assert "stopped by a signal before the final reads" in output
+    results = json.loads((store / "latest" / "results.json").read_text())
+    assert results["valid"] == "unknown"
+    assert not processes_with(str(store))
+
+
+@needs_sandbox
 def test_a_sigkilled_run_leaves_no_process_or_namespace(tmp_path: Path) -> None:
     store = tmp_path / "store"
     path = os.pathsep.join(str(REPO / p) for p in ("jepsen-lite", "client", "."))
@@ -235,7 +268,7 @@ def test_a_sigkilled_run_leaves_no_process_or_namespace(tmp_path: Path) -> None:
         namespaces = set(nodes.values())
         assert len(namespaces) == 3  # one network namespace per node
     finally:
-        harness.send_signal(signal.SIGKILL)  # the `unshare` the command re-executed as
+        harness.send_signal(signal.SIGKILL)  # the command; its `unshare` dies with it
         harness.wait(10)
     until(lambda: not processes_with(str(store)), "every process of the run to be gone")
     until(lambda: not namespaces & net_namespaces_in_use(), "the run's namespaces to be gone")
