@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import random
 import re
-import shutil
 import subprocess
 import threading
 import time
@@ -53,6 +52,10 @@ LEADER_S: Final = 30.0
 #: After the quiet time, how long the nodes may take to converge before the final reads.
 CONVERGE_S: Final = 20.0
 NODE_COUNTS: Final = (3, 5)
+#: The stats checker's floor of ok ops before the first fault, for warm-ups of at least
+#: WARMUP_FOR_STATS_S.
+OK_BEFORE_FAULT_MIN: Final = 10
+WARMUP_FOR_STATS_S: Final = 2.0
 _NAME: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._,+-]{0,99}$")
 
 
@@ -238,16 +241,13 @@ def run(
     history = History(run_dir / "history.jsonl")
     error: str | None = None
     try:
-        with Sandbox(run_dir / "cluster", size=settings.nodes, **options) as sandbox:
+        sandbox = Sandbox(run_dir / "cluster", size=settings.nodes, **options)
+        _link_logs(sandbox, run_dir / "logs")
+        with sandbox:
             try:
                 _drive(sandbox, history, faults, plan, settings, run_dir, log, stop)
             finally:
                 history.close()
-                logs = run_dir / "logs"
-                logs.mkdir(exist_ok=True)
-                for node in sandbox.nodes:
-                    if node.log.exists():
-                        shutil.copyfile(node.log, logs / node.log.name)
     except (HarnessError, SandboxError, RuntimeError, OSError) as failure:
         error = f"{type(failure).__name__}: {failure}"
         log(f"harness error: {error}")
@@ -256,6 +256,13 @@ def run(
     results = analyse(run_dir, error=error)
     log(f"verdict: {results['valid']}")
     return RunOutcome(run_dir, results["valid"], error, results)
+
+
+def _link_logs(sandbox: Sandbox, logs: Path) -> None:
+    """``logs/n<i>.log``: links to the node logs (kept under ``cluster/``)."""
+    logs.mkdir()
+    for node in sandbox.nodes:
+        (logs / node.log.name).symlink_to(Path("..") / node.log.relative_to(logs.parent))
 
 
 def _nemesis(history: History, fault: Fault, step: Step, sandbox: Sandbox) -> None:
@@ -417,8 +424,10 @@ def check(run_dir: Path) -> dict[str, Result]:
     resends = _read_jsonl(run_dir / "resends.jsonl")
     samples = [_Sample(**row) for row in _read_jsonl(run_dir / "samples.jsonl")]
     test = json.loads((run_dir / "test.json").read_text())
-    bidders = bool(test.get("settings", {}).get("bidders"))
-    fs = ("spend", "reserve", "commit", "read", *(("release",) if bidders else ()))
+    settings = test.get("settings", {})
+    fs = ("spend", "reserve", "commit", "read", *(("release",) if settings.get("bidders") else ()))
+    # Ok ops wanted before the first fault: only a run with a warm-up has a "before".
+    before_min = OK_BEFORE_FAULT_MIN if settings.get("warmup_s", 0) >= WARMUP_FOR_STATS_S else 0
     once = exactly_once(ops, resends, final.get("totals", {}))
     return {
         "no_lost_spend": no_lost_spend(ops, _spent(states), once.detail["applied"]),
@@ -426,7 +435,7 @@ def check(run_dir: Path) -> dict[str, Result]:
         "stale_reads": stale_reads(ops),
         "no_overspend": no_overspend(ops, states),
         "reservation_lifecycle": reservation_lifecycle(ops),
-        "stats": stats(ops, fs=fs),
+        "stats": stats(ops, fs=fs, ok_before_fault_min=before_min),
         "convergence": convergence(final.get("views", {})),
         "election_safety": election_safety(samples),
     }

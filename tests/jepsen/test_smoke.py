@@ -99,9 +99,9 @@ def test_fault_kind_keeps_every_checker_valid(case: str, tmp_path: Path) -> None
         assert (outcome.path / name).stat().st_size > 0, name
     for name in ("latency.png", "rate.png"):
         assert (outcome.path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
-    assert sorted(p.name for p in (outcome.path / "logs").iterdir()) == [
-        f"n{i}.log" for i in range(1, settings.nodes + 1)
-    ]
+    logs = sorted((outcome.path / "logs").iterdir())
+    assert [p.name for p in logs] == [f"n{i}.log" for i in range(1, settings.nodes + 1)]
+    assert all(p.stat().st_size > 0 for p in logs)
     assert (tmp_path / "store" / "latest").resolve() == outcome.path.resolve()
 
 
