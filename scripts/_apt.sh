@@ -9,6 +9,7 @@ apt_needs=(
     "promtool prometheus"
     "faketime faketime"
     "fusermount3 fuse3"
+    "unshare util-linux"
 )
 
 apt_missing=()

@@ -8,6 +8,10 @@ Errors::
     SandboxError      the sandbox cannot be built, or a command inside it failed
     └── Refused       this machine cannot host a sandbox (not root, `ip` or `nft` missing);
                       the message is a one-line reason
+    HarnessError      (jepsen_lite.runner) a run could not be carried out: no verdict
+
+A whole test: jepsen_lite.runner (Settings, run, analyse) and the `jepsen-lite` command
+(jepsen_lite.cli); faults in jepsen_lite.nemesis, the schedule in jepsen_lite.generator.
 """
 
 from jepsen_lite.checkers import (
@@ -18,6 +22,7 @@ from jepsen_lite.checkers import (
     exactly_once,
     no_lost_spend,
     no_overspend,
+    reservation_lifecycle,
     stale_reads,
     stats,
 )
@@ -56,6 +61,7 @@ __all__ = [
     "no_overspend",
     "outcome",
     "preflight",
+    "reservation_lifecycle",
     "stale_reads",
     "stats",
 ]

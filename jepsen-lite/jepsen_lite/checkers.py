@@ -12,6 +12,9 @@ only; imports no budgetd module.
                        final state and ok read; no reserve granted more than asked
     exactly_once       I3: ok writes re-sent replay their original answer; info writes re-sent
                        twice resolve once and never spend again; resolves I2's info ops
+    reservation_lifecycle
+                       I5 (research §3.3): commits only on granted, open reservations;
+                       Σ committed ≤ granted; one final commit or release each
     stats              I8: every op type had an ok, enough ok ops before the first fault
 """
 
@@ -36,6 +39,7 @@ __all__ = [
     "exactly_once",
     "no_lost_spend",
     "no_overspend",
+    "reservation_lifecycle",
     "stale_reads",
     "stats",
     "write_results",
@@ -441,6 +445,13 @@ def _fields(body: Any) -> dict[str, Any]:
     return {k: v for k, v in body.items() if k != "replayed"} if isinstance(body, dict) else {}
 
 
+def _same_answer(original: Any, body: Any) -> bool:
+    """The replay carries every field of the original answer with the same value (the
+    original may be a client library's view of it: a subset of the server's fields)."""
+    kept, got = _fields(original), _fields(body)
+    return bool(kept) and all(k in got and got[k] == v for k, v in kept.items())
+
+
 def _code(body: Any) -> Any:
     return body.get("code") if isinstance(body, dict) else None
 
@@ -490,7 +501,7 @@ def exactly_once(
             assert first is not None
             body = first.get("body")
             original = ok_results.get(key)
-            same = _fields(body) == _fields(original)
+            same = _same_answer(original, body)
             replayed = isinstance(body, dict) and body.get("replayed") is True
             if not (200 <= first["status"] < 300 and replayed and same):
                 offending.append({"key": key, "original": original, "resend": dict(first)})
@@ -626,4 +637,130 @@ def stats(
         offending.append({"problem": "too few ok ops before the first fault", "ok": ok_before})
     if offending:
         return Result("invalid", detail, offending)
+    return Result("valid", detail)
+
+
+# Reservation lifecycle (research §3.3 I5) ---------------------------------------------------
+
+#: A commit invoked this long after its reservation's TTL ran out (by the history's clock,
+#: counted from the reserve's invoke) must come back ``late``.
+EXPIRY_MARGIN_S: Final = 5.0
+
+
+def _final(op: Op) -> bool:
+    if "final" in op.value:
+        return bool(op.value["final"])
+    request = op.value.get("request")
+    body = request.get("body") if isinstance(request, dict) else None
+    return bool(body.get("final")) if isinstance(body, dict) else False
+
+
+def reservation_lifecycle(ops: Sequence[Op]) -> Result:
+    """I5: every ok ``commit`` / ``release`` names a reservation granted by an ok reserve (or
+    possibly by an info one, when the history has any), after which no final commit or
+    release had already been acknowledged; the ok commits on a reservation (each key once)
+    add up to at most what was granted; at most one final commit or release per reservation
+    is ok; an ok commit invoked after the reservation's TTL (plus EXPIRY_MARGIN_S) says
+    ``late``. No ok reserve at all: unknown."""
+    granted: dict[int, tuple[Op, Op]] = {}
+    info_reserves = 0
+    closes: dict[int, list[Op]] = {}
+    committed: dict[int, dict[str, int]] = {}
+    offending: list[dict[str, Any]] = []
+    late_checked = 0
+    every = list(pairs(list(ops)))
+    for invoked, completion in every:
+        if invoked.f != "reserve":
+            continue
+        if completion is not None and completion.type == "ok":
+            rid = completion.value.get("reservation_id")
+            if isinstance(rid, int):
+                granted.setdefault(rid, (invoked, completion))
+        elif completion is None or completion.type == "info":
+            info_reserves += 1
+    unexplained = 0
+    for invoked, completion in every:
+        if invoked.f not in ("commit", "release") or completion is None:
+            continue
+        if completion.type != "ok":
+            continue
+        rid = invoked.value.get("reservation_id")
+        if not isinstance(rid, int) or rid not in granted:
+            if info_reserves:
+                unexplained += 1  # perhaps granted by a reserve whose answer was lost
+            else:
+                offending.append({"problem": "no granted reservation", "op": _op_dict(completion)})
+            continue
+        reserve_invoke, _ = granted[rid]
+        closed_before = [
+            c
+            for c in closes.get(rid, [])
+            if c.index < invoked.index and c.value["key"] != invoked.value["key"]
+        ]
+        if closed_before:
+            offending.append(
+                {
+                    "problem": f"{invoked.f} acknowledged on a closed reservation",
+                    "reservation_id": rid,
+                    "closed_by": _op_dict(closed_before[0]),
+                    "op": _op_dict(completion),
+                }
+            )
+        if invoked.f == "commit":
+            amount = int(invoked.value.get("amount_micros", 0))
+            committed.setdefault(rid, {})[str(invoked.value["key"])] = amount
+            ttl_ms = reserve_invoke.value.get("request", {}).get("body", {}).get("ttl_ms")
+            if isinstance(ttl_ms, int):
+                expired_s = (invoked.time_ns - reserve_invoke.time_ns) / 1e9 - ttl_ms / 1000
+                result = completion.value.get("result")
+                if expired_s > EXPIRY_MARGIN_S and isinstance(result, dict):
+                    late_checked += 1
+                    if result.get("late") is not True:
+                        offending.append(
+                            {
+                                "problem": "commit after expiry not marked late",
+                                "reservation_id": rid,
+                                "op": _op_dict(completion),
+                            }
+                        )
+        if invoked.f == "release" or _final(invoked):
+            known = {str(c.value["key"]) for c in closes.get(rid, [])}
+            if known and str(invoked.value["key"]) not in known:
+                offending.append(
+                    {
+                        "problem": "two final commits or releases acknowledged",
+                        "reservation_id": rid,
+                        "first": _op_dict(closes[rid][0]),
+                        "op": _op_dict(completion),
+                    }
+                )
+            closes.setdefault(rid, []).append(completion)
+    over = 0
+    for rid, by_key in committed.items():
+        grant = granted[rid][1].value.get("granted_micros")
+        total = sum(by_key.values())
+        if not isinstance(grant, int) or total > grant:
+            over += 1
+            offending.append(
+                {
+                    "problem": "committed more than granted",
+                    "reservation_id": rid,
+                    "granted_micros": grant,
+                    "committed_micros": total,
+                    "reserve": _op_dict(granted[rid][1]),
+                }
+            )
+    detail: dict[str, Any] = {
+        "reservations_granted": len(granted),
+        "reserves_info": info_reserves,
+        "reservations_committed": len(committed),
+        "reservations_closed": len(closes),
+        "commits_on_unknown_reservations": unexplained,
+        "late_commits_checked": late_checked,
+        "over_committed": over,
+    }
+    if offending:
+        return Result("invalid", detail, offending[:EXAMPLES_MAX])
+    if not granted:
+        return Result("unknown", detail)
     return Result("valid", detail)

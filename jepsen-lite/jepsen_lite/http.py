@@ -19,7 +19,7 @@ from typing import Any, Final, TypeVar
 
 from jepsen_lite._run import SandboxError
 
-__all__ = ["NamespaceHttp", "Response"]
+__all__ = ["NamespaceHttp", "Response", "enter_namespace"]
 
 #: Worker threads (and so requests in flight at once) per namespace.
 WORKERS_MAX: Final = 16
@@ -52,6 +52,21 @@ def _namespace_inode(namespace: str) -> int:
 
 def _thread_namespace_inode() -> int:
     return os.stat("/proc/thread-self/ns/net").st_ino
+
+
+def enter_namespace(namespace: str) -> None:
+    """Move the calling thread (only it) into network namespace ``namespace``; threads it
+    starts afterwards are born there too. SandboxError if setns(2) fails or did not take."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(f"/run/netns/{namespace}", os.O_RDONLY)
+    try:
+        if libc.setns(fd, _CLONE_NEWNET) != 0:
+            errno = ctypes.get_errno()
+            raise SandboxError(f"setns {namespace}: {os.strerror(errno)}")
+    finally:
+        os.close(fd)
+    if _thread_namespace_inode() != _namespace_inode(namespace):
+        raise SandboxError(f"thread is not in namespace {namespace} after setns")
 
 
 class NamespaceHttp:

@@ -377,10 +377,12 @@ class Sandbox:
         for node in self.nodes:
             self._add_namespace(node.namespace)
             link = f"v-{node.node_id}"
-            self._ip_in(
-                self.control, "link", "add", link, "type", "veth",
-                "peer", "name", "eth0", "netns", node.namespace,
-            )  # fmt: skip
+            # Made in the control namespace, then the peer moved and renamed: `peer ... netns`
+            # in one command fails inside a user namespace (iproute2 6.1).
+            peer = f"p-{node.node_id}"
+            self._ip_in(self.control, "link", "add", link, "type", "veth", "peer", "name", peer)
+            self._ip_in(self.control, "link", "set", peer, "netns", node.namespace)
+            self._ip_in(node.namespace, "link", "set", peer, "name", "eth0")
             self._ip_in(self.control, "addr", "add", f"{self.control_ip}/32", "dev", link)
             self._ip_in(self.control, "link", "set", link, "up")
             self._ip_in(self.control, "route", "add", f"{node.ip}/32", "dev", link)
@@ -605,6 +607,21 @@ class Sandbox:
         if process is not None and process.poll() is None:
             os.kill(process.pid, signal.SIGKILL)
             process.wait(STOP_GRACE_S)
+        node.paused = False
+
+    def stop(self, node_id: str) -> None:
+        """A clean stop by PID: SIGCONT (a paused node could not act on it) and SIGTERM, then
+        SIGKILL after STOP_GRACE_S. ``start`` brings it back on the same data dir."""
+        node = self.node(node_id)
+        process = node.process
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGCONT)
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(STOP_GRACE_S)
         node.paused = False
 
     def pause(self, node_id: str) -> None:

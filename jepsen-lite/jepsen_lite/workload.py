@@ -33,7 +33,7 @@ ROOT: Final = "jl"
 LEAF: Final = "jl:a"
 #: Per worker thread; each op is one HTTP request.
 WORKERS_MAX: Final = 8
-OPS_MAX: Final = 5000
+OPS_MAX: Final = 50_000
 RESERVATION_TTL_MS: Final = 300_000
 #: Setup writes are retried (same idempotency key) until this deadline.
 SETUP_S: Final = 30.0
