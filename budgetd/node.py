@@ -14,10 +14,8 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from aiohttp import web
-
 from budgetd import gctune
-from budgetd.api import Tokens, make_app
+from budgetd.api import AuditLog, Tokens, TokensFile, make_app, start_api
 from budgetd.codec import encode_snapshot
 from budgetd.ledger import Ledger
 from budgetd.proposer import LogOutcome, Proposer
@@ -166,24 +164,26 @@ class Node:
 
 
 async def serve(settings: NodeSettings, *, stop: asyncio.Event | None = None) -> None:
-    """Run a node until SIGINT/SIGTERM (or ``stop``); shut down in order."""
-    tokens = Tokens.load(settings.api.tokens_file) if settings.api.tokens_file else Tokens([])
+    """Run a node until SIGINT/SIGTERM (or ``stop``); shut down in order. SIGHUP reads the
+    tokens file again."""
+    api = settings.api
+    tokens = TokensFile.load(api.tokens_file) if api.tokens_file else TokensFile(Tokens([]))
+    audit = AuditLog(api.audit_log)
     node = Node(settings)
     node.raft.start()
     gctune.tune_for_node()
     await node.proposer.start()
-    app = make_app(node, settings.api, tokens)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
+    app = make_app(node, api, tokens, audit=audit)
     host, _, port = (settings.http_bind or settings.me.http_address).rpartition(":")
-    site = web.TCPSite(runner, host.strip("[]"), int(port))
-    await site.start()
-    log.info("node %s serving HTTP on %s:%s", settings.node_id, host, port)
+    runner, _site = await start_api(app, api, host.strip("[]"), int(port))
+    log.info("node %s serving %s on %s:%s", settings.node_id, api.scheme.upper(), host, port)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGHUP, tokens.reload)
     try:
         await stop.wait()
     finally:
@@ -191,3 +191,4 @@ async def serve(settings: NodeSettings, *, stop: asyncio.Event | None = None) ->
         await runner.cleanup()
         await node.proposer.close()
         node.raft.close()
+        audit.close()
