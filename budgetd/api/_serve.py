@@ -24,6 +24,8 @@ __all__ = ["ApiSite", "client_ssl_context", "server_ssl_context", "start"]
 
 log = logging.getLogger("budgetd.api")
 
+#: Seconds an unread request body is still drained after the answer (see runner_kwargs).
+_LINGER_S: Final = 1.0
 #: Seconds a refused connection's answer may take to leave before the socket is dropped.
 _REFUSED_LINGER_S: Final = 1.0
 
@@ -141,6 +143,10 @@ def runner_kwargs(settings: ApiSettings) -> dict[str, Any]:
         "max_line_size": settings.header_line_bytes_max,
         "max_field_size": settings.header_field_bytes_max,
         "max_headers": settings.headers_max,
+        # After answering a request whose body was not read (413, 408), aiohttp reads on for
+        # this long so the client sees the answer rather than a reset; its default, 10 s, would
+        # let a slow client keep the connection busy well past api.body_timeout_ms.
+        "lingering_time": _LINGER_S,
         "access_log": None,
     }
 
