@@ -52,7 +52,7 @@ def test_local_3_documents_every_api_setting() -> None:
 
 
 def test_plain_http_off_loopback_is_refused_unless_allowed() -> None:
-    with pytest.raises(SettingsError, match="refusing plain HTTP on 10.1.0.5"):
+    with pytest.raises(SettingsError, match=r"refusing plain HTTP on 10\.1\.0\.5"):
         settings.parse(on_address(document(), "10.1.0.5"))
     allowed = settings.parse(on_address(document(allow_plain_http=True), "10.1.0.5"))
     assert allowed.api.allow_plain_http
@@ -68,7 +68,7 @@ def test_tls_files_go_together_and_must_exist(tmp_path: Path) -> None:
     key.write_text("x")
     with pytest.raises(SettingsError, match="go together"):
         settings.parse(document(tls_cert_file=str(cert)))
-    with pytest.raises(SettingsError, match="need api.tls_cert_file"):
+    with pytest.raises(SettingsError, match=r"need api\.tls_cert_file"):
         settings.parse(document(tls_client_ca_file=str(cert)))
     with pytest.raises(SettingsError, match="no such file"):
         settings.parse(document(tls_cert_file=str(cert), tls_key_file=str(tmp_path / "nope")))
