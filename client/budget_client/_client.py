@@ -11,6 +11,7 @@ import asyncio
 import itertools
 import random as _random
 import secrets
+import ssl as _ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -61,11 +62,12 @@ class RetryPolicy:
         return float(draw * min(self.backoff_max_s, self.backoff_base_s * 2.0**attempt))
 
 
-def base_url(address: str) -> str:
-    """``host:port`` or a URL → ``scheme://host:port`` (no trailing slash, no path)."""
+def base_url(address: str, *, scheme: str = "http") -> str:
+    """``host:port`` or a URL → ``scheme://host:port`` (no trailing slash, no path); a bare
+    ``host:port`` gets ``scheme``."""
     address = address.strip().rstrip("/")
     if "://" not in address:
-        address = "http://" + address
+        address = f"{scheme}://{address}"
     parts = urlsplit(address)
     return f"{parts.scheme}://{parts.netloc}"
 
@@ -94,14 +96,22 @@ class AsyncClient:
         sleep: Sleep = asyncio.sleep,
         random: Random = _random.random,
         key_prefix: str | None = None,
+        ssl: _ssl.SSLContext | None = None,
     ) -> None:
+        """``ssl``: how to speak HTTPS to the nodes (see `tls_context`); with it, or with an
+        https endpoint, a bare ``host:port`` endpoint or leader hint means https. Not with
+        ``transport``."""
         if not endpoints:
             raise ValueError("at least one endpoint")
-        self._endpoints = [base_url(e) for e in endpoints]
+        if ssl is not None and transport is not None:
+            raise ValueError("give ssl to the transport, not beside it")
+        https = ssl is not None or any(e.strip().startswith("https://") for e in endpoints)
+        self._scheme = "https" if https else "http"
+        self._endpoints = [base_url(e, scheme=self._scheme) for e in endpoints]
         self._token = token
         self._codec: Codec = codec_for(wire)
         self.retry = retry or RetryPolicy()
-        self._transport: Transport = transport or AiohttpTransport()
+        self._transport: Transport = transport or AiohttpTransport(ssl=ssl)
         self._clock = clock
         self._sleep = sleep
         self._random = random
@@ -296,7 +306,7 @@ class AsyncClient:
 
     def _learn(self, hint: str | None) -> str | None:
         if hint:
-            self._leader = base_url(hint)
+            self._leader = base_url(hint, scheme=self._scheme)
         return self._leader
 
     async def _call(
