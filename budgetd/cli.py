@@ -206,7 +206,7 @@ class _Http:
                     _fail(f"HTTP {response.status}: {raw[:200]!r}")
                 return payload
         except aiohttp.ClientSSLError as error:
-            _fail(f"TLS with {self.url} failed (see --cacert, --cert, --key): {error}", code=2)
+            _fail(f"TLS with {self.url} failed (see --cacert, --cert, --cert-key): {error}", code=2)
         except aiohttp.ClientConnectionError as error:
             _fail(f"cannot reach {self.url}: {error}", code=2)
         except TimeoutError:
@@ -237,9 +237,9 @@ def _remember_tls(ctx: click.Context, param: click.Parameter, value: str | None)
 
 
 def _tls_options(function: Any) -> Any:
-    """--cacert / --cert / --key, kept in the click context (read by `_client`)."""
+    """--cacert / --cert / --cert-key, kept in the click context (read by `_client`)."""
     for flag, envvar, text in (
-        ("--key", "BUDGETD_KEY", "Private key of --cert (PEM)."),
+        ("--cert-key", "BUDGETD_CERT_KEY", "Private key of --cert (PEM)."),
         ("--cert", "BUDGETD_CERT", "Client certificate (PEM), for nodes that require one."),
         ("--cacert", "BUDGETD_CACERT", "CA certificate (PEM) to verify an https:// node with."),
     ):
@@ -257,11 +257,11 @@ def _tls_options(function: Any) -> Any:
 
 def _tls_context() -> ssl.SSLContext | None:
     meta = click.get_current_context().meta
-    cacert, cert, key = (meta.get(f"budgetd.{name}") for name in ("cacert", "cert", "key"))
+    cacert, cert, key = (meta.get(f"budgetd.{name}") for name in ("cacert", "cert", "cert_key"))
     if cacert is None and cert is None:
         return None
     if key is not None and cert is None:
-        _fail("--key goes with --cert")
+        _fail("--cert-key goes with --cert")
     try:
         context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=cacert)
         context.minimum_version = ssl.TLSVersion.TLSv1_2

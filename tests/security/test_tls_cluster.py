@@ -1,6 +1,6 @@
 """A real 3-node cluster serving HTTPS with client certificates required: writes sent to a
 follower are forwarded to the leader over TLS (the follower presents its own certificate), the
-CLI speaks HTTPS with --cacert/--cert/--key, budget_client with ssl=; a client without a
+CLI speaks HTTPS with --cacert/--cert/--cert-key, budget_client with ssl=; a client without a
 certificate is refused; a node on a non-loopback address refuses to start on plain HTTP."""
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def _cli(cluster: Cluster, ca: Path, node_id: str, *args: str) -> subprocess.Com
             "BUDGETD_TOKEN": cluster.token,
             "BUDGETD_CACERT": str(ca / "ca.pem"),
             "BUDGETD_CERT": str(ca / "client.pem"),
-            "BUDGETD_KEY": str(ca / "client-key.pem"),
+            "BUDGETD_CERT_KEY": str(ca / "client-key.pem"),
             "PATH": "/usr/bin:/bin",
         },
         capture_output=True,
