@@ -179,6 +179,10 @@ class ApiSite(web.BaseSite):
             self._host,
             self._port,
             ssl=self._ssl_context,
+            # A TLS handshake gets no more time than a request head.
+            ssl_handshake_timeout=(
+                self._settings.header_timeout_ms / 1000 if self._ssl_context else None
+            ),
             backlog=128,
             reuse_address=True,
         )
