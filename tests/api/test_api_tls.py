@@ -4,6 +4,7 @@ and the right one is accepted; TLS 1.2 at least."""
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import subprocess
 import sys
@@ -54,9 +55,10 @@ Serve = Callable[..., Awaitable[str]]
 async def serve_tls(service, settings, tokens, ca) -> AsyncIterator[Serve]:
     runners: list[web.AppRunner] = []
 
-    async def start(*, client_ca: bool) -> str:
+    async def start(*, client_ca: bool, header_timeout_ms: int = 30_000) -> str:
         api = replace(
             settings,
+            header_timeout_ms=header_timeout_ms,
             tls_cert_file=str(ca / "server.pem"),
             tls_key_file=str(ca / "server-key.pem"),
             tls_client_ca_file=str(ca / "ca.pem") if client_ca else None,
@@ -106,3 +108,14 @@ def test_tls_below_1_2_is_not_offered(settings, ca) -> None:
     context = server_ssl_context(api)
     assert context is not None and context.minimum_version >= ssl.TLSVersion.TLSv1_2
     assert server_ssl_context(settings) is None
+
+
+async def test_a_client_that_never_finishes_the_handshake_is_dropped(serve_tls) -> None:
+    url = await serve_tls(client_ca=False, header_timeout_ms=300)
+    port = int(url.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"\x16\x03\x01")  # the first bytes of a ClientHello, and no more
+        assert await asyncio.wait_for(reader.read(), 20) == b""
+    finally:
+        writer.close()

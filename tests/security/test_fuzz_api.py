@@ -25,6 +25,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
 CONFIG = Path(__file__).with_name("schemathesis.toml")
+#: Decodes msgpack answers so that they are checked against the document too.
+HOOKS = "tests.security.schemathesis_hooks"
+REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = int(os.environ.get("BUDGETD_FUZZ_EXAMPLES", "15"))
 #: The pulse carries time into the ledger every second by default, which moves the digest; the
 #: quiet cluster pulses once an hour so that "nothing changed" can be checked exactly.
@@ -74,7 +77,8 @@ def _schemathesis(cluster: Cluster, node_id: str, cwd: Path, *args: str) -> None
         "20261127",
         *args,
     ]
-    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=600)
+    env = {**os.environ, "SCHEMATHESIS_HOOKS": HOOKS, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, f"schemathesis found problems:\n{done.stdout[-12_000:]}"
     assert "passed" in done.stdout
 
