@@ -288,3 +288,43 @@ async def test_a_deeply_nested_body_within_the_size_limit_is_invalid(
     reply = await api.call("POST", "/v1/batch", data=data, content_type=content_type)
     assert reply.status == 400, reply.body
     await _assert_refused(api, service, digest, "POST", "/v1/batch", reply)
+
+
+# ----------------------------------------------------------------------------------------------
+# Regressions of what fuzzing found
+
+
+async def test_a_ttl_beyond_a_day_is_refused_before_the_log(api, service) -> None:
+    """The document allowed any int64 ttl_ms while the ledger caps it at a day, so such a
+    reservation was refused only after it had taken a log entry."""
+    from conftest import reserve_body
+
+    body = {**reserve_body(), "ttl_ms": 86_400_001}
+    reply = await api.call("POST", "/v1/reservations", body, token="bidder", key="ttl-1")
+    assert (reply.status, reply.body["code"]) == (400, "invalid_request")
+    assert "ttl_ms" in reply.body["detail"]
+    op = {"op": "reserve", "idempotency_key": "ttl-2", **body}
+    reply = await api.call("POST", "/v1/batch", {"ops": [op]}, token="bidder")
+    assert (reply.status, reply.body["code"]) == (400, "invalid_request")
+    assert service.submits == []
+    assert (
+        api.doc["components"]["schemas"]["ReserveRequest"]["properties"]["ttl_ms"]["maximum"]
+        == 86_400_000
+    )
+
+
+async def test_a_member_this_node_does_not_list_is_documented(api, service) -> None:
+    """A member added through another node is known here by its raft address only; GET
+    /v1/cluster showed it with null id, http_address and dc, which the document forbade."""
+    service.members.append(
+        {
+            "id": None,
+            "raft_address": "10.0.0.9:7080",
+            "http_address": None,
+            "dc": None,
+            "role": "follower",
+            "healthy": False,
+        }
+    )
+    reply = await api.call("GET", "/v1/cluster")  # the harness checks it against the document
+    assert reply.status == 200 and reply.body["members"][-1]["id"] is None

@@ -272,3 +272,11 @@ async def test_the_limits_have_safe_defaults() -> None:
     assert 1_000 <= defaults.body_timeout_ms <= 60_000
     assert defaults.rate_burst >= defaults.rate_per_s >= 10_000
     assert defaults.header_line_bytes_max <= 16_384 and defaults.headers_max <= 200
+
+
+def test_an_unread_body_is_not_drained_for_long_after_the_answer() -> None:
+    """aiohttp drains an unread body for 10 s after the answer by default: a client refused 408
+    (or 413) could keep trickling its body and hold the connection that long."""
+    from budgetd.api._serve import runner_kwargs
+
+    assert runner_kwargs(ApiSettings())["lingering_time"] <= 1.0
