@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from conftest import TOKENS, Harness
 
 from budgetd.api import ROUTES, Access, AuditLog, make_app
+from tests.api.conftest import TOKENS, Harness
 
 
 @pytest.fixture

@@ -297,7 +297,7 @@ async def test_a_deeply_nested_body_within_the_size_limit_is_invalid(
 async def test_a_ttl_beyond_a_day_is_refused_before_the_log(api, service) -> None:
     """The document allowed any int64 ttl_ms while the ledger caps it at a day, so such a
     reservation was refused only after it had taken a log entry."""
-    from conftest import reserve_body
+    from tests.api.conftest import reserve_body
 
     body = {**reserve_body(), "ttl_ms": 86_400_001}
     reply = await api.call("POST", "/v1/reservations", body, token="bidder", key="ttl-1")

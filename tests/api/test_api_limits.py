@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from conftest import TOKENS, Harness, reserve_body
 
 from budgetd.api import TokenEntry, Tokens, make_app, start_api
 from budgetd.settings import ApiSettings
+from tests.api.conftest import TOKENS, Harness, reserve_body
 
 pytestmark = pytest.mark.usefixtures("seeded")
 

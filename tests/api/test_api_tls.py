@@ -15,9 +15,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
-from conftest import TOKENS
 
 from budgetd.api import make_app, server_ssl_context, start_api
+from tests.api.conftest import TOKENS
 
 REPO = Path(__file__).resolve().parents[2]
 

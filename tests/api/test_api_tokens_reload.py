@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from conftest import Harness
 
 from budgetd.api import TokenEntry, Tokens, TokensFile, make_app
+from tests.api.conftest import Harness
 
 OLD, NEW = "old-admin-token", "new-admin-token"
 WAIT_S = 20.0
