@@ -83,6 +83,10 @@ class _Refused(asyncio.Protocol):
         pass  # the request is not read
 
 
+#: Requests refused as unparseable since start-up (the first and every 1000th are logged).
+_unparseable = 0
+
+
 class _Handler(web.RequestHandler):
     """aiohttp's connection handler, answering a request it cannot parse with a problem (431
     for a request line or header beyond the limits, 400 otherwise) instead of plain text, and
@@ -102,7 +106,15 @@ class _Handler(web.RequestHandler):
             code = "request_header_too_large"
         else:
             code = "invalid_request"
-        log.info("refused an unparseable request from %s: %s", request.remote, text)
+        global _unparseable
+        _unparseable += 1
+        if _unparseable == 1 or _unparseable % 1000 == 0:  # a flood must not flood the log
+            log.info(
+                "refused an unparseable request from %s (%d so far): %s",
+                request.remote,
+                _unparseable,
+                text,
+            )
         body = json.dumps(problem(code, f"the request cannot be read: {text}"))
         response = web.Response(status=PROBLEMS[code].status, text=body, content_type=PROBLEM_JSON)
         response.force_close()
