@@ -14,6 +14,7 @@ import msgpack
 from aiohttp import web
 
 from budgetd.api._problems import ApiError, invalid
+from budgetd.api._schema import quoted
 
 __all__ = ["JSON", "MSGPACK", "PROBLEM_JSON", "decode", "encode", "encode_error", "wants_msgpack"]
 
@@ -32,7 +33,7 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in pairs:
         if key in result:
-            raise ValueError(f"duplicate key {key!r}")
+            raise ValueError(f"duplicate key {quoted(key)}")
         result[key] = value
     return result
 

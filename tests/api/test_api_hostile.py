@@ -328,3 +328,37 @@ async def test_a_member_this_node_does_not_list_is_documented(api, service) -> N
     )
     reply = await api.call("GET", "/v1/cluster")  # the harness checks it against the document
     assert reply.status == 200 and reply.body["members"][-1]["id"] is None
+
+
+async def test_the_answer_to_a_hostile_body_stays_small(api, service, settings) -> None:
+    """Error details named every unknown field and quoted a duplicate key in full: the answer
+    (and anything that logs it) grew with the body."""
+    many = json.dumps({f"field-{index}": 1 for index in range(1_000)}).encode()
+    long_key = b"k" * 8_000
+    duplicate = b'{"' + long_key + b'": 1, "' + long_key + b'": 2}'
+    for data in (many, duplicate):
+        assert len(data) <= settings.body_bytes_max
+        reply = await api.call(
+            "POST",
+            "/v1/reservations",
+            data=data,
+            content_type="application/json",
+            headers={"Idempotency-Key": "small-1"},
+            token="bidder",
+        )
+        assert (reply.status, reply.body["code"]) == (400, "invalid_request")
+        assert len(reply.body["detail"]) < 1_000, len(reply.body["detail"])
+    assert (
+        "and 990 more"
+        in (
+            await api.call(
+                "POST",
+                "/v1/reservations",
+                data=many,
+                content_type="application/json",
+                headers={"Idempotency-Key": "small-2"},
+                token="bidder",
+            )
+        ).body["detail"]
+    )
+    assert service.submits == []
