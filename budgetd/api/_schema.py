@@ -67,6 +67,11 @@ def quoted(name: object) -> str:
     return text if len(text) <= NAME_CHARS_MAX else text[: NAME_CHARS_MAX - 1] + "…"
 
 
+def _integer(value: int) -> str:
+    """An integer for an error message: in full up to 20 digits (any int64)."""
+    return str(value) if -(10**20) < value < 10**20 else "an integer of more than 20 digits"
+
+
 def _join(path: str, name: str) -> str:
     return f"{path}.{name}" if path else name
 
@@ -100,7 +105,7 @@ class Integer(Schema):
             raise Invalid(
                 path,
                 f"must be an integer from {self.minimum} to {self.maximum}, "
-                f"got {_describe(value) if type(value) is not int else value}",
+                f"got {_describe(value) if type(value) is not int else _integer(value)}",
             )
         return value
 

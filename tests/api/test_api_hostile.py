@@ -336,7 +336,8 @@ async def test_the_answer_to_a_hostile_body_stays_small(api, service, settings) 
     many = json.dumps({f"field-{index}": 1 for index in range(1_000)}).encode()
     long_key = b"k" * 8_000
     duplicate = b'{"' + long_key + b'": 1, "' + long_key + b'": 2}'
-    for data in (many, duplicate):
+    huge = b'{"amount_micros": ' + b"9" * 4_000 + b"}"
+    for data in (many, duplicate, huge):
         assert len(data) <= settings.body_bytes_max
         reply = await api.call(
             "POST",
