@@ -79,9 +79,9 @@ class AsyncClient:
     ``Prefer: redirect`` so a follower answers with the leader's address instead of proxying; the
     client remembers the leader, and forgets it after a failure (then it tries the endpoints in
     turn). Every mutating call carries an idempotency key — the one given, else a generated one —
-    and only retryable failures (503 unavailable, 504 outcome_unknown, connection errors) are
-    retried, always with the same key. Calls return typed results or raise the tree in
-    ``budget_client``'s docstring.
+    and only retryable failures (503 unavailable, 429 rate_limited, 408 request_timeout, 504
+    outcome_unknown, connection errors) are retried, always with the same key. Calls return typed
+    results or raise the tree in ``budget_client``'s docstring.
     """
 
     def __init__(
@@ -413,7 +413,9 @@ class AsyncClient:
             leader_hint = hint or problem.get("leader") or location
             leader = self._learn(str(leader_hint)) if leader_hint else None
             return ("redirect", detail, leader)
-        if status == 503 or code == "unavailable":
+        if status in (408, 429, 503) or code in ("unavailable", "rate_limited", "request_timeout"):
+            # Nothing was written: a node busy or short of quorum, the token over its rate, a
+            # body that arrived too slowly. Retried after a backoff, with the same key.
             return ("unavailable", detail, None)
         if status == 504 or code == "outcome_unknown":
             return ("unknown", detail, None)
