@@ -1,7 +1,8 @@
 """Bodies on the wire: JSON or msgpack in (by Content-Type), JSON or msgpack out (by Accept).
 
 Owns HTTP content negotiation and decoding strictness (duplicate JSON keys, NaN and Infinity
-are refused). Imports aiohttp and msgpack; knows nothing of routes or the ledger.
+are refused). Imports aiohttp, msgpack and the schema module's quoting; knows nothing of routes
+or the ledger.
 """
 
 from __future__ import annotations
