@@ -12,6 +12,7 @@ import os
 import secrets
 import shutil
 import signal
+import ssl
 import sys
 import time
 import urllib.parse
@@ -162,10 +163,13 @@ def _check_alive(cluster: Any) -> None:
 
 
 class _Http:
-    def __init__(self, url: str, token: str | None, as_json: bool) -> None:
+    def __init__(
+        self, url: str, token: str | None, as_json: bool, tls: ssl.SSLContext | None = None
+    ) -> None:
         self.url = url.rstrip("/")
         self.token = token
         self.as_json = as_json
+        self.tls = tls
 
     def call(
         self,
@@ -194,7 +198,9 @@ class _Http:
         timeout = aiohttp.ClientTimeout(total=30)
         try:
             async with (
-                aiohttp.ClientSession(timeout=timeout) as session,
+                aiohttp.ClientSession(
+                    timeout=timeout, connector=aiohttp.TCPConnector(ssl=self.tls or True)
+                ) as session,
                 session.request(
                     method, self.url + path, data=data, headers=all_headers, max_redirects=5
                 ) as response,
@@ -216,6 +222,8 @@ class _Http:
                         _fail(f"{payload['code']} ({response.status}): {payload.get('detail', '')}")
                     _fail(f"HTTP {response.status}: {raw[:200]!r}")
                 return payload
+        except aiohttp.ClientSSLError as error:
+            _fail(f"TLS with {self.url} failed (see --cacert, --cert, --cert-key): {error}", code=2)
         except aiohttp.ClientConnectionError as error:
             _fail(f"cannot reach {self.url}: {error}", code=2)
         except TimeoutError:
@@ -241,7 +249,48 @@ def _default_token() -> str | None:
     return None
 
 
+def _remember_tls(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    ctx.meta[f"budgetd.{param.name}"] = value
+
+
+def _tls_options(function: Any) -> Any:
+    """--cacert / --cert / --cert-key, kept in the click context (read by `_client`)."""
+    for flag, envvar, text in (
+        ("--cert-key", "BUDGETD_CERT_KEY", "Private key of --cert (PEM)."),
+        ("--cert", "BUDGETD_CERT", "Client certificate (PEM), for nodes that require one."),
+        ("--cacert", "BUDGETD_CACERT", "CA certificate (PEM) to verify an https:// node with."),
+    ):
+        function = click.option(
+            flag,
+            envvar=envvar,
+            default=None,
+            expose_value=False,
+            callback=_remember_tls,
+            type=click.Path(exists=True, dir_okay=False),
+            help=text,
+        )(function)
+    return function
+
+
+def _tls_context() -> ssl.SSLContext | None:
+    meta = click.get_current_context().meta
+    cacert, cert, key = (meta.get(f"budgetd.{name}") for name in ("cacert", "cert", "cert_key"))
+    if cacert is None and cert is None:
+        return None
+    if key is not None and cert is None:
+        _fail("--cert-key goes with --cert")
+    try:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=cacert)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        if cert is not None:
+            context.load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError) as error:
+        _fail(f"cannot load the TLS files: {error}")
+    return context
+
+
 def _http_options(function: Any) -> Any:
+    function = _tls_options(function)
     function = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(
         function
     )
@@ -258,7 +307,7 @@ def _http_options(function: Any) -> Any:
 
 
 def _client(url: str, token: str | None, as_json: bool) -> _Http:
-    return _Http(url, token or _default_token(), as_json)
+    return _Http(url, token or _default_token(), as_json, _tls_context())
 
 
 def _post(http: _Http, path: str, body: dict[str, Any], key: str | None) -> None:

@@ -12,6 +12,7 @@ import os
 import secrets
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -38,10 +39,18 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
-def local_config(node_id: str, members: list[tuple[str, str, str]], *, raft: str = "") -> str:
+def local_config(
+    node_id: str,
+    members: list[tuple[str, str, str]],
+    *,
+    raft: str = "",
+    api: str = "",
+    proposer: str = "",
+) -> str:
     """The TOML of one node, paths relative to the config's folder: data in ``<node_id>/``, the
     secret in ``cluster-secret``, tokens in ``tokens.toml``. ``members`` are ``(id,
-    raft_address, http_address)``; ``raft`` is extra ``[raft]`` settings, as TOML lines."""
+    raft_address, http_address)``; ``raft``, ``api`` and ``proposer`` are extra settings of
+    those tables, as TOML lines."""
     lines = [
         f"# Written by budgetd: node {node_id} of a {len(members)}-node cluster on this machine.",
         "# configs/local-3.toml explains every setting.",
@@ -61,9 +70,11 @@ def local_config(node_id: str, members: list[tuple[str, str, str]], *, raft: str
             f'http_address = "{http_address}"',
             'dc = "local"',
         ]
-    lines += ["", "[api]", 'tokens_file = "tokens.toml"', ""]
+    lines += ["", "[api]", 'tokens_file = "tokens.toml"', *([api] if api else []), ""]
     if raft:
         lines += ["[raft]", raft, ""]
+    if proposer:
+        lines += ["[proposer]", proposer, ""]
     return "\n".join(lines)
 
 
@@ -80,10 +91,11 @@ class LocalNode:
     config: Path
     log: Path
     process: subprocess.Popen[bytes] | None = None
+    scheme: str = "http"
 
     @property
     def url(self) -> str:
-        return f"http://{self.http_address}"
+        return f"{self.scheme}://{self.http_address}"
 
     @property
     def running(self) -> bool:
@@ -99,6 +111,8 @@ class LocalCluster:
     #: How the nodes write their logs: json (one object a line) or console (for people).
     log_format: str = "json"
     _started: list[str] = field(default_factory=list)
+    #: How to reach nodes that serve HTTPS (the CA, and a client certificate if required).
+    ssl_context: ssl.SSLContext | None = None
 
     @classmethod
     def prepare(
@@ -110,6 +124,9 @@ class LocalCluster:
         token: str | None = None,
         raft: str = "",
         log_level: str = "info",
+        api: str = "",
+        proposer: str = "",
+        scheme: str = "http",
     ) -> LocalCluster:
         """Write the folder for ``members``; the first ``size`` (default: all) form the initial
         cluster, each later one is configured to join them. Reuses an existing secret and token,
@@ -133,15 +150,22 @@ class LocalCluster:
         for index, (node_id, raft_address, http_address) in enumerate(members):
             listed = members[:size] if index < size else members[: index + 1]
             config = root / f"{node_id}.toml"
-            config.write_text(local_config(node_id, listed, raft=raft))
-            nodes.append(
-                LocalNode(node_id, raft_address, http_address, config, root / f"{node_id}.log")
-            )
+            config.write_text(local_config(node_id, listed, raft=raft, api=api, proposer=proposer))
+            log = root / f"{node_id}.log"
+            nodes.append(LocalNode(node_id, raft_address, http_address, config, log, scheme=scheme))
         return cls(root, nodes, token, log_level)
 
     @classmethod
     def on_free_ports(
-        cls, root: Path, size: int, *, extra: int = 0, raft: str = ""
+        cls,
+        root: Path,
+        size: int,
+        *,
+        extra: int = 0,
+        raft: str = "",
+        api: str = "",
+        proposer: str = "",
+        scheme: str = "http",
     ) -> LocalCluster:
         """A cluster of ``size`` nodes (plus ``extra`` configured to join) on free ports."""
         ports = free_ports(2 * (size + extra))
@@ -149,7 +173,9 @@ class LocalCluster:
             (f"n{i + 1}", f"127.0.0.1:{ports[2 * i]}", f"127.0.0.1:{ports[2 * i + 1]}")
             for i in range(size + extra)
         ]
-        return cls.prepare(root, members, size=size, raft=raft)
+        return cls.prepare(
+            root, members, size=size, raft=raft, api=api, proposer=proposer, scheme=scheme
+        )
 
     @property
     def token_path(self) -> Path:
@@ -237,7 +263,9 @@ class LocalCluster:
             for node_id in sorted(pending):
                 try:
                     url = self.node(node_id).url + "/readyz"
-                    with urllib.request.urlopen(url, timeout=1) as response:
+                    with urllib.request.urlopen(
+                        url, timeout=1, context=self.ssl_context
+                    ) as response:
                         if response.status == 200:
                             pending.discard(node_id)
                 except (urllib.error.URLError, OSError):

@@ -14,10 +14,8 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from aiohttp import web
-
 from budgetd import gctune
-from budgetd.api import Tokens, make_app
+from budgetd.api import AuditLog, Tokens, TokensFile, make_app, start_api
 from budgetd.codec import encode_snapshot
 from budgetd.ledger import Ledger
 from budgetd.metrics import ProposerFigures, node_registry
@@ -304,27 +302,32 @@ class Node:
 async def serve(
     settings: NodeSettings, *, stop: asyncio.Event | None = None, access_log: bool = False
 ) -> None:
-    """Run a node until SIGINT/SIGTERM (or ``stop``); shut down in order. ``access_log``: one
-    record per HTTP request on the ``aiohttp.access`` logger (off by default)."""
-    tokens = Tokens.load(settings.api.tokens_file) if settings.api.tokens_file else Tokens([])
+    """Run a node until SIGINT/SIGTERM (or ``stop``); shut down in order. SIGHUP reads the
+    tokens file again. ``access_log``: one record per HTTP request on the ``aiohttp.access``
+    logger (off by default)."""
+    api = settings.api
+    tokens = TokensFile.load(api.tokens_file) if api.tokens_file else TokensFile(Tokens([]))
+    audit = AuditLog(api.audit_log)
     node = Node(settings)
     node.raft.start()
     gctune.tune_for_node()
     await node.proposer.start()
     registry = node_registry(node, settings.node_id, settings.metrics)
-    app = make_app(node, settings.api, tokens, registry=registry)
-    runner = web.AppRunner(
-        app, access_log=logging.getLogger("aiohttp.access") if access_log else None
-    )
-    await runner.setup()
+    app = make_app(node, api, tokens, registry=registry, audit=audit)
     host, _, port = (settings.http_bind or settings.me.http_address).rpartition(":")
-    site = web.TCPSite(runner, host.strip("[]"), int(port))
-    await site.start()
+    runner, _site = await start_api(
+        app,
+        api,
+        host.strip("[]"),
+        int(port),
+        access_log=logging.getLogger("aiohttp.access") if access_log else None,
+    )
     log.info(
         "node_started",
         extra={
             "node_id": settings.node_id,
             "http_address": f"{host}:{port}",
+            "scheme": api.scheme,
             "raft_address": settings.me.raft_address,
             **_indexes(node),
         },
@@ -334,6 +337,8 @@ async def serve(
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGHUP, tokens.reload)
     try:
         await stop.wait()
     finally:
@@ -341,6 +346,7 @@ async def serve(
         await runner.cleanup()
         await node.proposer.close()
         node.raft.close()
+        audit.close()
 
 
 def _indexes(node: Node) -> dict[str, int]:

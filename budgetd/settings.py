@@ -11,9 +11,10 @@ import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 __all__ = [
+    "API_MAXIMA",
     "ApiSettings",
     "Member",
     "MetricsSettings",
@@ -89,6 +90,60 @@ class ApiSettings:
     #: GET /readyz fails while this node's applied index is more than this many entries behind
     #: the commit index it knows (a node replaying or catching up).
     ready_lag_entries_max: int = 1_000
+    #: The tokens file is read again when its content changes, checked this often (and on
+    #: SIGHUP); a broken new file keeps the old tokens.
+    tokens_reload_ms: int = 5_000
+    #: Append-only JSON lines of admin actions; default ``<data_dir>/audit.jsonl``.
+    audit_log: str | None = None
+    #: The request line and each header line, in bytes (longer: 431); headers per request.
+    header_line_bytes_max: int = 8_190
+    header_field_bytes_max: int = 8_190
+    headers_max: int = 100
+    #: Open client connections; a connection beyond it is answered 503 and closed.
+    connections_max: int = 4_096
+    #: A connection that has not sent a whole request head this long after it opened (or after
+    #: its last answer) is closed; a request body not read within body_timeout_ms gets 408.
+    header_timeout_ms: int = 30_000
+    body_timeout_ms: int = 30_000
+    #: Requests per second per token (a token bucket of rate_burst); beyond: 429 with
+    #: Retry-After. A token's ``rate_per_s`` / ``burst`` in the tokens file overrides them.
+    rate_per_s: int = 20_000
+    rate_burst: int = 40_000
+    #: HTTPS: certificate chain and key (PEM). With tls_client_ca_file, every client must
+    #: present a certificate signed by it. tls_ca_file: the CA this node trusts for the other
+    #: members' certificates when it forwards to the leader (default: the system's CAs).
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    tls_client_ca_file: str | None = None
+    tls_ca_file: str | None = None
+    #: Plain HTTP on an address other than loopback is refused unless this is true.
+    allow_plain_http: bool = False
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert_file is not None
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
+
+
+#: The largest value each [api] limit may take (a typo such as an extra zero fails at start-up).
+API_MAXIMA: Final = {
+    "body_bytes_max": 64 * 1_048_576,
+    "batch_ops_max": 100_000,
+    "list_limit_max": 100_000,
+    "ready_lag_entries_max": 1_000_000_000,
+    "tokens_reload_ms": 3_600_000,
+    "header_line_bytes_max": 65_536,
+    "header_field_bytes_max": 65_536,
+    "headers_max": 1_000,
+    "connections_max": 1_000_000,
+    "header_timeout_ms": 3_600_000,
+    "body_timeout_ms": 3_600_000,
+    "rate_per_s": 100_000_000,
+    "rate_burst": 1_000_000_000,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +214,8 @@ def _section(raw: dict[str, Any], name: str, cls: type[Any]) -> Any:
             raise SettingsError(f"{name}.{key} must be a positive integer, got {value!r}")
         if expected == "str | None" and not isinstance(value, str):
             raise SettingsError(f"{name}.{key} must be a string")
+        if expected == "bool" and type(value) is not bool:
+            raise SettingsError(f"{name}.{key} must be true or false, got {value!r}")
     return cls(**values)
 
 
@@ -268,9 +325,10 @@ def parse(raw: dict[str, Any], *, base_dir: Path | None = None) -> NodeSettings:
         http_bind=http_bind,
         raft=raft,
         proposer=proposer,
-        api=replace(api, tokens_file=None if api.tokens_file is None else resolve(api.tokens_file)),
+        api=_resolve_api(api, resolve, resolve(data_dir)),
         metrics=metrics,
     )
+    _check_api(settings)
     settings.me  # noqa: B018 - raises SettingsError when node.id is not a member
     if raft.election_timeout_min_ms >= raft.election_timeout_max_ms:
         raise SettingsError("raft.election_timeout_min_ms must be below election_timeout_max_ms")
@@ -295,6 +353,57 @@ def parse(raw: dict[str, Any], *, base_dir: Path | None = None) -> NodeSettings:
             "(the Raft port speaks pickle: without a secret, whoever reaches it runs code here)"
         )
     return settings
+
+
+_API_PATHS: Final = (
+    "tokens_file",
+    "tls_cert_file",
+    "tls_key_file",
+    "tls_client_ca_file",
+    "tls_ca_file",
+)
+
+
+def _resolve_api(api: ApiSettings, resolve: Any, data_dir: str) -> ApiSettings:
+    paths: dict[str, Any] = {}
+    for name in _API_PATHS:
+        value = getattr(api, name)
+        paths[name] = None if value is None else resolve(value)
+    paths["audit_log"] = (
+        str(Path(data_dir) / "audit.jsonl") if api.audit_log is None else resolve(api.audit_log)
+    )
+    return replace(api, **paths)
+
+
+_LOOPBACK_HOSTS: Final = frozenset({"localhost", "::1", "[::1]"})
+
+
+def _is_loopback(host: str) -> bool:
+    return host in _LOOPBACK_HOSTS or host.startswith("127.")
+
+
+def _check_api(settings: NodeSettings) -> None:
+    """The [api] limits against API_MAXIMA, TLS files present, no plain HTTP off loopback."""
+    api = settings.api
+    for name, maximum in API_MAXIMA.items():
+        if getattr(api, name) > maximum:
+            raise SettingsError(f"api.{name} must be at most {maximum}, got {getattr(api, name)}")
+    if api.rate_burst < 1 or api.rate_burst < api.rate_per_s // 1_000:
+        raise SettingsError("api.rate_burst must allow at least a millisecond of api.rate_per_s")
+    if (api.tls_cert_file is None) != (api.tls_key_file is None):
+        raise SettingsError("api.tls_cert_file and api.tls_key_file go together")
+    if not api.tls and (api.tls_client_ca_file is not None or api.tls_ca_file is not None):
+        raise SettingsError("api.tls_client_ca_file and api.tls_ca_file need api.tls_cert_file")
+    for name in _API_PATHS[1:]:
+        path = getattr(api, name)
+        if path is not None and not os.path.isfile(path):
+            raise SettingsError(f"api.{name} {path}: no such file")
+    host = (settings.http_bind or settings.me.http_address).rpartition(":")[0]
+    if not api.tls and not api.allow_plain_http and not _is_loopback(host):
+        raise SettingsError(
+            f"refusing plain HTTP on {host}, which is not loopback: set api.tls_cert_file and "
+            f"api.tls_key_file, or api.allow_plain_http = true behind a TLS proxy or firewall"
+        )
 
 
 def load(path: str | Path) -> NodeSettings:

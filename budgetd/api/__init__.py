@@ -8,7 +8,10 @@ to it (`_forward`). No money arithmetic; never imports pysyncobj.
 """
 
 from budgetd.api._app import ROUTES, Access, Route, make_app
+from budgetd.api._audit import AuditLog
 from budgetd.api._problems import PROBLEMS, ProblemKind
+from budgetd.api._serve import client_ssl_context, server_ssl_context
+from budgetd.api._serve import start as start_api
 from budgetd.api._tokens import (
     ADMIN,
     BIDDER,
@@ -17,6 +20,7 @@ from budgetd.api._tokens import (
     TokenEntry,
     Tokens,
     TokensError,
+    TokensFile,
     hash_token,
 )
 
@@ -28,11 +32,16 @@ __all__ = [
     "ROLES",
     "ROUTES",
     "Access",
+    "AuditLog",
     "ProblemKind",
     "Route",
     "TokenEntry",
     "Tokens",
     "TokensError",
+    "TokensFile",
+    "client_ssl_context",
     "hash_token",
     "make_app",
+    "server_ssl_context",
+    "start_api",
 ]

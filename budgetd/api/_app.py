@@ -1,6 +1,6 @@
-"""The aiohttp application: the route table with each route's access, authentication, and the
-middlewares that forward a follower's request to the leader, turn every error into a problem and
-measure every request.
+"""The aiohttp application: the route table with each route's access, authentication, the
+per-token rate limit, and the middlewares that forward a follower's request to the leader, turn
+every error into a problem, audit admin routes and measure every request.
 
 Imports aiohttp, prometheus_client and the api's own modules; never pysyncobj.
 """
@@ -8,12 +8,13 @@ Imports aiohttp, prometheus_client and the api's own modules; never pysyncobj.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Final
@@ -24,10 +25,12 @@ from prometheus_client import CollectorRegistry
 
 from budgetd.api import _forward as forwarding
 from budgetd.api import _handlers as handlers
-from budgetd.api._call import METRICS, SERVICE, SETTINGS, Call
+from budgetd.api._audit import REQUEST_ID, AuditLog
+from budgetd.api._call import CALLER, METRICS, SERVICE, SETTINGS, TARGET, Call
+from budgetd.api._limits import RateLimiter
 from budgetd.api._metrics import CONTENT_TYPE, UNMATCHED, ApiMetrics
 from budgetd.api._problems import ApiError
-from budgetd.api._tokens import ADMIN, BIDDER, TokenEntry, Tokens
+from budgetd.api._tokens import ADMIN, BIDDER, TokenEntry, Tokens, TokensFile
 from budgetd.api._wire import JSON, encode_error
 from budgetd.service import (
     Conflict,
@@ -44,8 +47,12 @@ __all__ = ["ROUTES", "Access", "Route", "make_app"]
 
 log = logging.getLogger("budgetd.api")
 
-TOKENS: Final = web.AppKey[Tokens]("budgetd_tokens")
+TOKENS: Final = web.AppKey[TokensFile]("budgetd_tokens")
 OPENAPI: Final = web.AppKey[bytes]("budgetd_openapi")
+LIMITER: Final = web.AppKey[RateLimiter]("budgetd_rate_limiter")
+AUDIT: Final = web.AppKey[AuditLog]("budgetd_audit")
+#: (method, route template) → access, for the audit middleware.
+ACCESS: Final = web.AppKey[dict[tuple[str, str], "Access"]]("budgetd_access")
 
 Handler = Callable[[Call], Awaitable[web.StreamResponse]]
 
@@ -120,7 +127,8 @@ def _authenticate(request: web.Request) -> TokenEntry:
             headers={"WWW-Authenticate": _CHALLENGE},
         )
     scheme, _, token = header.strip().partition(" ")
-    caller = request.app[TOKENS].authenticate(token.strip()) if scheme.lower() == "bearer" else None
+    tokens = request.app[TOKENS].tokens
+    caller = tokens.authenticate(token.strip()) if scheme.lower() == "bearer" else None
     if caller is None:
         raise ApiError(
             "unauthorized",
@@ -135,6 +143,15 @@ def _guarded(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespon
         caller = None
         if route.access is not Access.PUBLIC:
             caller = _authenticate(request)
+            request[CALLER] = caller
+            wait_s = request.app[LIMITER].admit(caller)
+            if wait_s is not None:
+                raise ApiError(
+                    "rate_limited",
+                    f"token {caller.name!r} is over its request rate; nothing was written: "
+                    f"retry after {wait_s} s with the same idempotency key",
+                    headers={"Retry-After": str(wait_s)},
+                )
             if not route.access.permits(caller):
                 roles = ", ".join(sorted(caller.roles))
                 raise ApiError(
@@ -149,7 +166,9 @@ def _guarded(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespon
 def _service_problem(error: ServiceError, request: web.Request) -> ApiError:
     if isinstance(error, NotLeader) and error.leader_http:
         headers = {
-            "Location": forwarding.leader_url(error.leader_http, request.raw_path),
+            "Location": forwarding.leader_url(
+                error.leader_http, request.raw_path, scheme=request.app[SETTINGS].scheme
+            ),
             forwarding.LEADER: error.leader_http,
         }
         if forwarding.prefers_redirect(request):
@@ -194,7 +213,10 @@ async def _problems(
             leader_http = error.leader_http
         return await forwarding.forward(request, leader_http)
     except ApiError as error:
-        return encode_error(request, error)
+        response = encode_error(request, error)
+        if error.code == "request_timeout":
+            response.force_close()  # the rest of the body is never read
+        return response
     except ServiceError as error:
         return encode_error(request, _service_problem(error, request))
     except web.HTTPException as error:
@@ -242,6 +264,38 @@ async def _request_id(
 
 
 @web.middleware
+async def _audit(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """One audit record per call of an admin route, refused or not, with its final status."""
+    route = request.match_info.route
+    resource = route.resource
+    template = resource.canonical if resource is not None else ""
+    if request.app[ACCESS].get((route.method, template)) is not Access.ADMIN:
+        return await handler(request)
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except asyncio.CancelledError:
+        status = 499
+        raise
+    finally:
+        caller = request.get(CALLER)
+        match = request.match_info
+        request.app[AUDIT].record(
+            token_name=None if caller is None else caller.name,
+            remote=request.remote,
+            request_id=request.headers.get(REQUEST_ID),
+            method=request.method,
+            route=template,
+            target=request.get(TARGET) or match.get("id") or match.get("rid"),
+            status=status,
+        )
+
+
+@web.middleware
 async def _measure(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
@@ -270,27 +324,58 @@ async def _measure(
         )
 
 
+async def _reload_tokens(app: web.Application) -> AsyncIterator[None]:
+    """Look at the tokens file every api.tokens_reload_ms while the app runs."""
+    tokens_file = app[TOKENS]
+    period_s = app[SETTINGS].tokens_reload_ms / 1000
+
+    async def watch() -> None:
+        while True:
+            await asyncio.sleep(period_s)
+            tokens_file.check()
+
+    task = asyncio.create_task(watch()) if tokens_file.path is not None else None
+    try:
+        yield
+    finally:
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
 def make_app(
     service: Service,
     settings: ApiSettings,
-    tokens: Tokens,
+    tokens: Tokens | TokensFile,
     *,
     registry: CollectorRegistry | None = None,
+    audit: AuditLog | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> web.Application:
-    """The HTTP API of one node. ``registry``: where the API's metrics live (a fresh one by
-    default; pass the node's to expose them with its other metrics)."""
+    """The HTTP API of one node. ``tokens``: fixed, or a file watched for changes. ``registry``:
+    where the API's metrics live (a fresh one by default; pass the node's to expose them with
+    its other metrics). ``audit``: where admin actions are recorded (default: nowhere).
+    ``clock``: the rate limiter's (monotonic seconds)."""
     for name in ("body_bytes_max", "batch_ops_max", "list_limit_max", "ready_lag_entries_max"):
         value = getattr(settings, name)
         assert type(value) is int and value >= 1, f"api.{name} must be a positive integer"
     app = web.Application(
-        middlewares=[_request_id, _measure, _problems], client_max_size=settings.body_bytes_max
+        middlewares=[_request_id, _measure, _audit, _problems],
+        client_max_size=settings.body_bytes_max,
     )
     app[SERVICE] = service
     app[SETTINGS] = settings
-    app[TOKENS] = tokens
+    app[TOKENS] = tokens if isinstance(tokens, TokensFile) else TokensFile(tokens)
+    app[LIMITER] = RateLimiter(
+        rate_per_s=settings.rate_per_s, burst=settings.rate_burst, clock=clock
+    )
+    app[AUDIT] = audit if audit is not None else AuditLog(None)
+    app[ACCESS] = {(route.method, route.path): route.access for route in ROUTES}
     app[METRICS] = ApiMetrics(registry if registry is not None else CollectorRegistry())
     app[OPENAPI] = resources.files("budgetd.api").joinpath("openapi.json").read_bytes()
     app.cleanup_ctx.append(forwarding.client_context)
+    app.cleanup_ctx.append(_reload_tokens)
     for route in ROUTES:
         app.router.add_route(route.method, route.path, _guarded(route))
     return app

@@ -26,6 +26,7 @@ from budgetd.api._schema import (
 from budgetd.ledger import INT64_MAX
 from budgetd.ledger.calendar import zone
 from budgetd.ledger.currencies import ISO_4217
+from budgetd.ledger.limits import TTL_MS_CEILING
 from budgetd.ledger.pacing import HOURLY_WEIGHT_MAX, PPM
 
 #: A campaign id: 1-4 ``:``-separated segments (docs/ledger.md).
@@ -60,7 +61,7 @@ MICROS_OR_ZERO: Final = Integer(0, INT64_MAX, "money in integer micros")
 SIGNED_MICROS: Final = Integer(-INT64_MAX - 1, INT64_MAX, "money in integer micros")
 TIME_MS: Final = Integer(0, INT64_MAX, "Unix time in milliseconds")
 TTL_MS: Final = Integer(
-    1, INT64_MAX, "lifetime in milliseconds (the ledger's limit, 24 h by default, applies)"
+    1, TTL_MS_CEILING, "lifetime in milliseconds (at most a day; the ledger's limit applies)"
 )
 COUNT: Final = Integer(0, INT64_MAX)
 INDEX: Final = Integer(0, INT64_MAX, "a Raft log index")
@@ -397,13 +398,17 @@ BATCH_RESULT: Final = _response(
         )
     },
 )
+_UNLISTED: Final = (
+    "; null when this node's settings do not list the member (added later through another "
+    "node: only its raft address is replicated)"
+)
 MEMBER: Final = _response(
     "Member",
     {
-        "id": String(MEMBER_ID_PATTERN),
+        "id": Nullable(String(MEMBER_ID_PATTERN), "member id" + _UNLISTED),
         "raft_address": String(r".+"),
-        "http_address": String(r".+"),
-        "dc": String(r".+"),
+        "http_address": Nullable(String(r".+"), "where clients reach it" + _UNLISTED),
+        "dc": Nullable(String(r".+"), "data center" + _UNLISTED),
         "role": String(r".+", "leader, follower, candidate or unknown"),
         "healthy": Boolean(),
     },

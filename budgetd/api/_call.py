@@ -7,6 +7,7 @@ Imports aiohttp, the service protocol and the api's own modules; never pysyncobj
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Callable, Collection, Mapping
 from typing import Any, Final, TypeVar
@@ -23,13 +24,17 @@ from budgetd.ledger import INT64_MAX, Ledger, codes
 from budgetd.service import Service
 from budgetd.settings import ApiSettings
 
-__all__ = ["METRICS", "SERVICE", "SETTINGS", "Call"]
+__all__ = ["CALLER", "METRICS", "SERVICE", "SETTINGS", "TARGET", "Call", "read_body"]
 
 T = TypeVar("T")
 
 SERVICE: Final = web.AppKey[Service]("budgetd_service")
 SETTINGS: Final = web.AppKey[ApiSettings]("budgetd_api_settings")
 METRICS: Final = web.AppKey[ApiMetrics]("budgetd_api_metrics")
+#: The authenticated caller of a request, and the target a handler names for the audit record
+#: when the path does not (a member added).
+CALLER: Final = web.RequestKey[TokenEntry]("budgetd_caller")
+TARGET: Final = web.RequestKey[str]("budgetd_audit_target")
 
 _RESERVATION_ID: Final = re.compile(RESERVATION_ID_PATTERN)
 _VERSION: Final = re.compile(r'(?P<quote>"?)(?P<version>[1-9][0-9]{0,18})(?P=quote)')
@@ -50,6 +55,30 @@ def refusal(result: Mapping[str, Any]) -> ApiError:
     assert code != codes.OK and code in PROBLEMS, f"the ledger answered unknown code {code!r}"
     extra = {"replayed": True} if result.get("replayed") else None
     return ApiError(code, str(result.get("detail", "")), extra=extra)
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The whole body: 413 beyond api.body_bytes_max, 408 when it does not arrive within
+    api.body_timeout_ms (a slow client must not hold a handler)."""
+    settings = request.app[SETTINGS]
+    limit = settings.body_bytes_max
+    too_large = ApiError("payload_too_large", f"a request body holds at most {limit} bytes")
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    try:
+        async with asyncio.timeout(settings.body_timeout_ms / 1000):
+            data = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise too_large from None
+    except TimeoutError:
+        raise ApiError(
+            "request_timeout",
+            f"the request body did not arrive within {settings.body_timeout_ms} ms; nothing "
+            f"was written",
+        ) from None
+    if len(data) > limit:
+        raise too_large
+    return data
 
 
 class Call:
@@ -144,18 +173,8 @@ class Call:
 
     async def decoded_body(self) -> Any:
         """The body decoded by its Content-Type, not yet checked; 413 beyond the limit."""
-        request = self.request
-        limit = self.settings.body_bytes_max
-        too_large = ApiError("payload_too_large", f"a request body holds at most {limit} bytes")
-        if request.content_length is not None and request.content_length > limit:
-            raise too_large
-        try:
-            data = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            raise too_large from None
-        if len(data) > limit:
-            raise too_large
-        return decode(request.content_type if data else "", data)
+        data = await read_body(self.request)
+        return decode(self.request.content_type if data else "", data)
 
     async def body(self, schema: Schema) -> dict[str, Any]:
         value: dict[str, Any] = _check(schema, await self.decoded_body())

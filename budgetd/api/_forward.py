@@ -20,8 +20,9 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from budgetd.api._call import METRICS, SERVICE
+from budgetd.api._call import METRICS, SERVICE, SETTINGS, read_body
 from budgetd.api._problems import ApiError
+from budgetd.api._serve import client_ssl_context
 
 __all__ = [
     "CLIENT",
@@ -78,7 +79,9 @@ CLIENT: Final = web.AppKey[aiohttp.ClientSession]("budgetd_forward_client")
 async def client_context(app: web.Application) -> AsyncIterator[None]:
     """The shared client session: opened on the app's start-up, closed on its clean-up."""
     session = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=FORWARD_CONNECTIONS_MAX),
+        connector=aiohttp.TCPConnector(
+            limit=FORWARD_CONNECTIONS_MAX, ssl=client_ssl_context(app[SETTINGS]) or True
+        ),
         timeout=aiohttp.ClientTimeout(
             total=FORWARD_TIMEOUT_S, sock_connect=FORWARD_CONNECT_TIMEOUT_S
         ),
@@ -96,11 +99,12 @@ async def client_context(app: web.Application) -> AsyncIterator[None]:
         await session.close()
 
 
-def leader_url(leader_http: str, raw_path: str) -> str:
-    """The same path and query at the leader (``leader_http``: host:port or a base URL)."""
+def leader_url(leader_http: str, raw_path: str, *, scheme: str = "http") -> str:
+    """The same path and query at the leader (``leader_http``: host:port or a base URL;
+    ``scheme``: this cluster's, https when its members serve TLS)."""
     base = leader_http.rstrip("/")
     if "://" not in base:
-        base = f"http://{base}"
+        base = f"{scheme}://{base}"
     return base + raw_path
 
 
@@ -144,7 +148,7 @@ def _failed(request: web.BaseRequest, leader_http: str, error: Exception) -> tup
 
 async def forward(request: web.Request, leader_http: str) -> web.Response:
     """Send ``request`` on to the leader once; its answer, or a problem raised as ApiError."""
-    body = await request.read()
+    body = await read_body(request)
     headers: CIMultiDict[str] = CIMultiDict()
     for name in REQUEST_HEADERS:
         for value in request.headers.getall(name, []):
@@ -156,7 +160,8 @@ async def forward(request: web.Request, leader_http: str) -> web.Response:
     forwards = request.app[METRICS].forwards
     try:
         try:
-            url = URL(leader_url(leader_http, request.raw_path), encoded=True)
+            scheme = request.app[SETTINGS].scheme
+            url = URL(leader_url(leader_http, request.raw_path, scheme=scheme), encoded=True)
         except ValueError as error:
             raise aiohttp.InvalidURL(leader_http, str(error)) from error
         async with request.app[CLIENT].request(

@@ -12,7 +12,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from budgetd.api import _bodies as bodies
-from budgetd.api._call import Call, refusal
+from budgetd.api._call import TARGET, Call, refusal
 from budgetd.api._problems import ApiError, invalid, problem
 from budgetd.api._wire import MSGPACK
 from budgetd.ledger import Ledger, codes
@@ -362,6 +362,7 @@ def _members(call: Call) -> web.Response:
 async def add_member(call: Call) -> web.Response:
     call.query()
     body = await call.body(bodies.MEMBER_ADD)
+    call.request[TARGET] = body["id"]
     if body["raft_address"] == body["http_address"]:
         raise invalid("raft_address and http_address must differ")
     member = Member(

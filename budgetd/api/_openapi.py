@@ -57,6 +57,7 @@ def _problem_responses() -> dict[str, Any]:
         },
         401: {"WWW-Authenticate": 'Bearer realm="budgetd"'},
         405: {"Allow": "the methods the path allows"},
+        429: {"Retry-After": "seconds until this token's rate admits a request again"},
         503: {"Retry-After": "seconds to wait before retrying with the same idempotency key"},
     }
     notes = {
@@ -64,8 +65,15 @@ def _problem_responses() -> dict[str, Any]:
             ". Only when the request carries `Prefer: redirect` or was already forwarded once "
             f"(`{FORWARDED_BY}`); otherwise a follower forwards the request to the leader itself"
         ),
+        408: ". The body did not arrive within api.body_timeout_ms; nothing was written",
+        429: (
+            ". The token is over its request rate (api.rate_per_s, or its own rate_per_s in the "
+            "tokens file); nothing was written"
+        ),
+        431: ". The request line or a header is beyond the node's limits; nothing was read",
         503: (
-            ". Also: a follower could not connect to the leader to forward the request (not "
+            ". Also: the node is at api.connections_max open connections (then the connection "
+            "is closed), or a follower could not connect to the leader to forward the request (not "
             "sent), or a forwarded GET failed"
         ),
         504: (
@@ -180,8 +188,17 @@ def _operations() -> dict[str, dict[str, Any]]:
     for item in paths.values():
         for method in _METHODS:
             operation = item.get(method)
-            if operation is not None and operation.get("security") != []:
+            if operation is None:
+                continue
+            # What the listening socket and the middlewares may answer on any operation.
+            extra = ["request_header_too_large", "unavailable"]
+            if operation.get("security") != []:
                 operation.setdefault("parameters", []).append(_ref("Prefer"))
+                extra.append("rate_limited")
+            if "requestBody" in operation:
+                extra.append("request_timeout")
+            responses = {**operation["responses"], **_problems(*extra)}
+            operation["responses"] = dict(sorted(responses.items()))
     return paths
 
 

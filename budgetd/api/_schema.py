@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 __all__ = [
     "AnyOf",
@@ -26,6 +26,7 @@ __all__ = [
     "String",
     "Tagged",
     "components",
+    "quoted",
 ]
 
 
@@ -52,6 +53,23 @@ def _describe(value: object) -> str:
     if type(value) is dict:
         return "an object"
     return type(value).__name__
+
+
+#: An error names at most this many offending fields, each quoted to at most NAME_CHARS_MAX
+#: characters: the answer to a hostile body stays small whatever the body holds.
+NAMES_SHOWN_MAX: Final = 10
+NAME_CHARS_MAX: Final = 64
+
+
+def quoted(name: object) -> str:
+    """``repr(name)``, clipped for an error message."""
+    text = repr(name)
+    return text if len(text) <= NAME_CHARS_MAX else text[: NAME_CHARS_MAX - 1] + "…"
+
+
+def _integer(value: int) -> str:
+    """An integer for an error message: in full up to 20 digits (any int64)."""
+    return str(value) if -(10**20) < value < 10**20 else "an integer of more than 20 digits"
 
 
 def _join(path: str, name: str) -> str:
@@ -87,7 +105,7 @@ class Integer(Schema):
             raise Invalid(
                 path,
                 f"must be an integer from {self.minimum} to {self.maximum}, "
-                f"got {_describe(value) if type(value) is not int else value}",
+                f"got {_describe(value) if type(value) is not int else _integer(value)}",
             )
         return value
 
@@ -240,8 +258,10 @@ class Object(Schema):
         if self.closed:
             unknown = [name for name in value if name not in self.properties]
             if unknown:
-                names = ", ".join(sorted(repr(name) for name in unknown))
-                raise Invalid(path, f"has unknown field(s): {names}")
+                names = ", ".join(sorted(quoted(name) for name in unknown)[:NAMES_SHOWN_MAX])
+                more = len(unknown) - NAMES_SHOWN_MAX
+                suffix = f" and {more} more" if more > 0 else ""
+                raise Invalid(path, f"has unknown field(s): {names}{suffix}")
         missing = sorted(self.required - value.keys())
         if missing:
             raise Invalid(path, f"misses required field(s): {', '.join(missing)}")

@@ -15,17 +15,25 @@ The file (``api.tokens_file``) is TOML, one ``[[token]]`` table per token::
     sha256 = "…"
     roles = ["bidder"]
     prefixes = ["acme", "globex:summer"]   # bidder only: these campaigns and their descendants
+    rate_per_s = 50000                # optional: this token's request rate (default api.rate_per_s)
+    burst = 100000                    # optional: its bucket (default api.rate_burst)
 
 Roles: ``admin`` may do everything; ``bidder`` may reserve, commit, release, spend and batch,
 and read, on the campaigns under its ``prefixes`` (all campaigns without any); ``reader`` may
 read everything. A prefix is a campaign id and covers that campaign and every descendant
 (``acme`` covers ``acme:summer`` but not ``acme2``).
+
+A node reads the file again on SIGHUP and when its content changes (`TokensFile`): rotating a
+token is writing the new file (add the new token, move callers over, remove the old one). A file
+that does not load keeps the tokens in force and logs one error.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
+import os
 import re
 import tomllib
 from collections.abc import Iterable
@@ -41,6 +49,7 @@ __all__ = [
     "TokenEntry",
     "Tokens",
     "TokensError",
+    "TokensFile",
     "hash_token",
 ]
 
@@ -58,7 +67,12 @@ _NAME: Final = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 _DIGEST: Final = re.compile(r"[0-9a-f]{64}")
 _SEGMENT: Final = r"[A-Za-z0-9_.\-]{1,64}"
 _CAMPAIGN_ID: Final = re.compile(rf"{_SEGMENT}(?::{_SEGMENT}){{0,3}}")
-_FIELDS: Final = frozenset({"name", "sha256", "roles", "prefixes"})
+_FIELDS: Final = frozenset({"name", "sha256", "roles", "prefixes", "rate_per_s", "burst"})
+#: A token's own ``rate_per_s`` and ``burst`` are at most these (api.rate_* have the same).
+RATE_PER_S_MAX: Final = 100_000_000
+BURST_MAX: Final = 1_000_000_000
+
+log = logging.getLogger("budgetd.api")
 
 
 class TokensError(ValueError):
@@ -82,6 +96,9 @@ class TokenEntry:
     sha256: str
     roles: frozenset[str]
     prefixes: tuple[str, ...] = ()
+    #: This token's own request rate and bucket; None: the node's api.rate_per_s / rate_burst.
+    rate_per_s: int | None = None
+    burst: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "roles", frozenset(self.roles))
@@ -98,6 +115,10 @@ class TokenEntry:
                 raise TokensError(f"{where}: prefix {prefix!r} is not a campaign id")
         if self.prefixes and (BIDDER not in self.roles or ADMIN in self.roles):
             raise TokensError(f"{where}: prefixes limit the bidder role, and admin has none")
+        for field, maximum in (("rate_per_s", RATE_PER_S_MAX), ("burst", BURST_MAX)):
+            value = getattr(self, field)
+            if value is not None and (type(value) is not int or not 1 <= value <= maximum):
+                raise TokensError(f"{where}: {field} must be an integer from 1 to {maximum}")
 
     @classmethod
     def from_plaintext(
@@ -116,6 +137,10 @@ class TokenEntry:
         ]
         if self.prefixes:
             lines.append("prefixes = [" + ", ".join(f'"{p}"' for p in self.prefixes) + "]")
+        if self.rate_per_s is not None:
+            lines.append(f"rate_per_s = {self.rate_per_s}")
+        if self.burst is not None:
+            lines.append(f"burst = {self.burst}")
         return "\n".join(lines) + "\n"
 
     # Rights ------------------------------------------------------------------------------------
@@ -193,7 +218,10 @@ class Tokens:
                 raise TokensError(f"token[{index}]: roles repeat")
             if type(prefixes) is not list:
                 raise TokensError(f"token[{index}]: prefixes must be a list of campaign ids")
-            entries.append(TokenEntry(name, digest, frozenset(roles), tuple(prefixes)))
+            rate_per_s, burst = table.get("rate_per_s"), table.get("burst")
+            entries.append(
+                TokenEntry(name, digest, frozenset(roles), tuple(prefixes), rate_per_s, burst)
+            )
         return cls(entries)
 
     @classmethod
@@ -244,3 +272,70 @@ class Tokens:
             if hmac.compare_digest(stored, digest):
                 found = entry
         return found
+
+
+class TokensFile:
+    """The tokens in force, and the file they were read from (None: fixed tokens). `check`
+    reads the file again when its size, mtime or content changed; `reload` reads it always
+    (SIGHUP). A file that does not load keeps the tokens in force: never locks everyone out."""
+
+    def __init__(self, tokens: Tokens, path: str | Path | None = None) -> None:
+        self.tokens = tokens
+        self.path = None if path is None else Path(path)
+        self._seen: tuple[int, int, int] | None = self._stat()
+        self._content = self._digest()
+        self._refused: bytes | None = None
+
+    @classmethod
+    def load(cls, path: str | Path) -> TokensFile:
+        return cls(Tokens.load(path), path)
+
+    def _stat(self) -> tuple[int, int, int] | None:
+        if self.path is None:
+            return None
+        try:
+            info = os.stat(self.path)
+        except OSError:
+            return None
+        return (info.st_mtime_ns, info.st_size, info.st_ino)
+
+    def _digest(self) -> bytes | None:
+        if self.path is None:
+            return None
+        try:
+            return hashlib.sha256(self.path.read_bytes()).digest()
+        except OSError:
+            return None
+
+    def check(self) -> bool:
+        """Reload if the file changed since the last look; whether new tokens are in force."""
+        if self.path is None:
+            return False
+        seen = self._stat()
+        if seen == self._seen:
+            return False
+        self._seen = seen
+        return self.reload(force=False)
+
+    def reload(self, *, force: bool = True) -> bool:
+        """Read the file again; whether new tokens are in force. ``force`` False: only if the
+        content differs from the file in force (a touch alone changes nothing)."""
+        if self.path is None:
+            return False
+        content = self._digest()
+        if not force and content == self._content:
+            return False
+        try:
+            tokens = Tokens.load(self.path)
+        except TokensError as error:
+            if content != self._refused:  # one error per broken version of the file
+                self._refused = content
+                log.error(
+                    "tokens file not reloaded, the %d tokens in force stay: %s",
+                    len(self.tokens),
+                    error,
+                )
+            return False
+        self.tokens, self._content, self._refused = tokens, content, None
+        log.info("tokens file %s reloaded: %d tokens", self.path, len(tokens))
+        return True

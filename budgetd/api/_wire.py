@@ -1,7 +1,8 @@
 """Bodies on the wire: JSON or msgpack in (by Content-Type), JSON or msgpack out (by Accept).
 
 Owns HTTP content negotiation and decoding strictness (duplicate JSON keys, NaN and Infinity
-are refused). Imports aiohttp and msgpack; knows nothing of routes or the ledger.
+are refused). Imports aiohttp, msgpack and the schema module's quoting; knows nothing of routes
+or the ledger.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import msgpack
 from aiohttp import web
 
 from budgetd.api._problems import ApiError, invalid
+from budgetd.api._schema import quoted
 
 __all__ = ["JSON", "MSGPACK", "PROBLEM_JSON", "decode", "encode", "encode_error", "wants_msgpack"]
 
@@ -32,7 +34,7 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in pairs:
         if key in result:
-            raise ValueError(f"duplicate key {key!r}")
+            raise ValueError(f"duplicate key {quoted(key)}")
         result[key] = value
     return result
 

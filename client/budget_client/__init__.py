@@ -25,7 +25,7 @@ from ._client import AsyncClient, BatchResult, RetryPolicy
 from ._errors import BudgetError, ClientClosed, OutcomeUnknown, Refused, Unavailable
 from ._results import Committed, Granted, Released, Spent
 from ._sync import Client
-from ._transport import AiohttpTransport, RawResponse, Transport, TransportError
+from ._transport import AiohttpTransport, RawResponse, Transport, TransportError, tls_context
 from ._wallet import Hold, Wallet, WalletSettings, WalletState
 
 __all__ = [
@@ -50,4 +50,5 @@ __all__ = [
     "Wallet",
     "WalletSettings",
     "WalletState",
+    "tls_context",
 ]

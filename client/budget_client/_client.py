@@ -11,6 +11,7 @@ import asyncio
 import itertools
 import random as _random
 import secrets
+import ssl as _ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -61,11 +62,12 @@ class RetryPolicy:
         return float(draw * min(self.backoff_max_s, self.backoff_base_s * 2.0**attempt))
 
 
-def base_url(address: str) -> str:
-    """``host:port`` or a URL → ``scheme://host:port`` (no trailing slash, no path)."""
+def base_url(address: str, *, scheme: str = "http") -> str:
+    """``host:port`` or a URL → ``scheme://host:port`` (no trailing slash, no path); a bare
+    ``host:port`` gets ``scheme``."""
     address = address.strip().rstrip("/")
     if "://" not in address:
-        address = "http://" + address
+        address = f"{scheme}://{address}"
     parts = urlsplit(address)
     return f"{parts.scheme}://{parts.netloc}"
 
@@ -77,9 +79,9 @@ class AsyncClient:
     ``Prefer: redirect`` so a follower answers with the leader's address instead of proxying; the
     client remembers the leader, and forgets it after a failure (then it tries the endpoints in
     turn). Every mutating call carries an idempotency key — the one given, else a generated one —
-    and only retryable failures (503 unavailable, 504 outcome_unknown, connection errors) are
-    retried, always with the same key. Calls return typed results or raise the tree in
-    ``budget_client``'s docstring.
+    and only retryable failures (503 unavailable, 429 rate_limited, 408 request_timeout, 504
+    outcome_unknown, connection errors) are retried, always with the same key. Calls return typed
+    results or raise the tree in ``budget_client``'s docstring.
     """
 
     def __init__(
@@ -94,14 +96,22 @@ class AsyncClient:
         sleep: Sleep = asyncio.sleep,
         random: Random = _random.random,
         key_prefix: str | None = None,
+        ssl: _ssl.SSLContext | None = None,
     ) -> None:
+        """``ssl``: how to speak HTTPS to the nodes (see `tls_context`); with it, or with an
+        https endpoint, a bare ``host:port`` endpoint or leader hint means https. Not with
+        ``transport``."""
         if not endpoints:
             raise ValueError("at least one endpoint")
-        self._endpoints = [base_url(e) for e in endpoints]
+        if ssl is not None and transport is not None:
+            raise ValueError("give ssl to the transport, not beside it")
+        https = ssl is not None or any(e.strip().startswith("https://") for e in endpoints)
+        self._scheme = "https" if https else "http"
+        self._endpoints = [base_url(e, scheme=self._scheme) for e in endpoints]
         self._token = token
         self._codec: Codec = codec_for(wire)
         self.retry = retry or RetryPolicy()
-        self._transport: Transport = transport or AiohttpTransport()
+        self._transport: Transport = transport or AiohttpTransport(ssl=ssl)
         self._clock = clock
         self._sleep = sleep
         self._random = random
@@ -296,7 +306,7 @@ class AsyncClient:
 
     def _learn(self, hint: str | None) -> str | None:
         if hint:
-            self._leader = base_url(hint)
+            self._leader = base_url(hint, scheme=self._scheme)
         return self._leader
 
     async def _call(
@@ -403,7 +413,9 @@ class AsyncClient:
             leader_hint = hint or problem.get("leader") or location
             leader = self._learn(str(leader_hint)) if leader_hint else None
             return ("redirect", detail, leader)
-        if status == 503 or code == "unavailable":
+        if status in (408, 429, 503) or code in ("unavailable", "rate_limited", "request_timeout"):
+            # Nothing was written: a node busy or short of quorum, the token over its rate, a
+            # body that arrived too slowly. Retried after a backoff, with the same key.
             return ("unavailable", detail, None)
         if status == 504 or code == "outcome_unknown":
             return ("unknown", detail, None)

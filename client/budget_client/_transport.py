@@ -6,13 +6,27 @@ Imports aiohttp and the stdlib only; never budgetd. Tests replace it with a scri
 
 from __future__ import annotations
 
+import ssl as _ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import aiohttp
 
-__all__ = ["AiohttpTransport", "RawResponse", "Transport", "TransportError"]
+__all__ = ["AiohttpTransport", "RawResponse", "Transport", "TransportError", "tls_context"]
+
+
+def tls_context(
+    cafile: str | None = None, *, certfile: str | None = None, keyfile: str | None = None
+) -> _ssl.SSLContext:
+    """An HTTPS context for ``AsyncClient(ssl=...)``: verifies the nodes against ``cafile``
+    (default: the system's CAs), TLS 1.2 at least; ``certfile``/``keyfile``: this bidder's
+    client certificate, for nodes that require one (api.tls_client_ca_file)."""
+    context = _ssl.create_default_context(_ssl.Purpose.SERVER_AUTH, cafile=cafile)
+    context.minimum_version = _ssl.TLSVersion.TLSv1_2
+    if certfile is not None:
+        context.load_cert_chain(certfile, keyfile)
+    return context
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +62,14 @@ class Transport(Protocol):
 class AiohttpTransport:
     """One aiohttp session; redirects are never followed here (the client follows them)."""
 
-    def __init__(self, *, connections_max: int = 64, connect_timeout_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        *,
+        connections_max: int = 64,
+        connect_timeout_s: float = 1.0,
+        ssl: _ssl.SSLContext | None = None,
+    ) -> None:
+        self._ssl = ssl
         self._connections_max = connections_max
         self._connect_timeout_s = connect_timeout_s
         self._session: aiohttp.ClientSession | None = None
@@ -56,7 +77,9 @@ class AiohttpTransport:
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._connections_max),
+                connector=aiohttp.TCPConnector(
+                    limit=self._connections_max, ssl=self._ssl if self._ssl is not None else True
+                ),
                 cookie_jar=aiohttp.DummyCookieJar(),
             )
             # aiohttp re-sends a PUT or GET on a dropped keep-alive connection; every attempt

@@ -15,7 +15,10 @@ from functools import partial
 from typing import Any, Final, Protocol
 
 from jepsen_lite import net
+from jepsen_lite.clock import ClockJump, ClockSkew
+from jepsen_lite.powerloss import PowerLoss, PowerLossAll
 from jepsen_lite.sandbox import Sandbox, SandboxError
+from jepsen_lite.wan import WanLatency
 
 __all__ = [
     "KILL_TARGETS",
@@ -251,6 +254,13 @@ class RestartAll:
 
 # Registry -----------------------------------------------------------------------------------
 
+
+def _named(fault: Fault, name: str) -> Fault:
+    """``fault`` under the registry name of its variant (the history records it by name)."""
+    fault.name = name
+    return fault
+
+
 #: Fault name → factory. A fault module registers itself with ``REGISTRY[name] = factory``.
 REGISTRY: dict[str, Callable[[], Fault]] = {
     **{f"partition-{kind}": partial(Partition, kind) for kind in PARTITIONS},
@@ -260,6 +270,22 @@ REGISTRY: dict[str, Callable[[], Fault]] = {
     **{f"pause-{target}": partial(Pause, target) for target in PAUSE_TARGETS},
     "restart-all": RestartAll,
     **{f"restart-{mode}": partial(RestartAll, mode) for mode in RESTART_MODES},
+    # Clocks (libfaketime; only the wall clock moves): skew and drift, jumps of minutes, hours
+    # or across a local midnight, on any node or on the leader.
+    "clock-skew": ClockSkew,
+    "clock-jump": ClockJump,
+    "clock-jump-leader": lambda: _named(ClockJump(target="leader"), "clock-jump-leader"),
+    # Power loss (lazyfs: every write a node did not fsync is gone).
+    "power-loss": PowerLoss,
+    **{
+        f"power-loss-{target}": partial(PowerLoss, target, name=f"power-loss-{target}")
+        for target in ("minority", "leader")
+    },
+    "power-loss-all": PowerLossAll,
+    # Latency between data centers (a relay in the control namespace): 5 nodes 2+2+1, or 3 nodes
+    # in three data centers.
+    "wan-latency": WanLatency,
+    "wan-latency-3": partial(WanLatency, 3, name="wan-latency-3"),
 }
 
 

@@ -222,6 +222,10 @@ def run(
         Sandbox(store / "unbuilt", size=settings.nodes, **options)
     except TypeError as refused:
         raise ValueError(f"this build's sandbox takes no option {sorted(options)}") from refused
+    except ValueError as refused:
+        raise ValueError(
+            f"{refused} (faults: {', '.join(settings.faults) or 'none'}; nodes: {settings.nodes})"
+        ) from refused
     store.mkdir(parents=True, exist_ok=True)
     run_dir = _new_run_dir(store, settings.test_name)
     _link_latest(store, run_dir)

@@ -200,7 +200,7 @@ def node_config(node: Node, members: list[Node], *, raft: Mapping[str, int]) -> 
             f'http_address = "{member.http_address}"',
             f'dc = "{member.dc}"',
         ]
-    lines += ["", "[api]", 'tokens_file = "tokens.toml"', ""]
+    lines += ["", "[api]", 'tokens_file = "tokens.toml"', "allow_plain_http = true", ""]
     if raft:
         lines += ["[raft]", *(f"{key} = {int(value)}" for key, value in raft.items()), ""]
     return "\n".join(lines)

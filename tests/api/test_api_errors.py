@@ -40,8 +40,22 @@ def test_the_table_holds_the_contract_and_every_ledger_refusal():
         assert PROBLEMS[code].retryable is (code in RETRYABLE), code
     assert set(codes.REFUSALS) <= set(PROBLEMS)
     extra = set(PROBLEMS) - set(EXPECTED_STATUS)
-    assert extra == {"method_not_allowed", "internal_error", "conflict"}
+    assert extra == {
+        "method_not_allowed",
+        "internal_error",
+        "conflict",
+        "request_timeout",
+        "rate_limited",
+        "request_header_too_large",
+    }
     assert (PROBLEMS["conflict"].status, PROBLEMS["conflict"].retryable) == (409, False)
+    # The limits: a slow body and a token over its rate may succeed later; a huge header not.
+    assert (PROBLEMS["request_timeout"].status, PROBLEMS["request_timeout"].retryable) == (
+        408,
+        True,
+    )
+    assert (PROBLEMS["rate_limited"].status, PROBLEMS["rate_limited"].retryable) == (429, True)
+    assert PROBLEMS["request_header_too_large"].status == 431
 
 
 def expect_problem(reply, code: str) -> dict:

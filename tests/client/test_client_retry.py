@@ -233,3 +233,11 @@ async def test_a_strong_read_answered_directly_names_the_leader_but_cluster_stat
     assert client.leader is None
     await client.get_campaign("acme")
     assert client.leader == "http://127.0.0.1:2"
+
+
+async def test_a_rate_limited_or_slow_request_is_retried_with_the_same_key():
+    client, transport, _ = make(
+        [problem("rate_limited", 429), problem("request_timeout", 408), answer(201, GRANT)]
+    )
+    assert (await reserve(client)).reservation_id == 7
+    assert [s.headers["Idempotency-Key"] for s in transport.sent] == ["k1"] * 3

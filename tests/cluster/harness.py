@@ -8,6 +8,7 @@ asserts on timing.
 from __future__ import annotations
 
 import json
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -52,9 +53,25 @@ class Cluster(LocalCluster):
     """A LocalCluster with the HTTP helpers the tests use."""
 
     @classmethod
-    def create(cls, root: Path, size: int = 3, *, extra: int = 0, raft: str = "") -> Cluster:
-        """``size`` members started now; ``extra`` more configured to join later."""
-        cluster = cls.on_free_ports(root, size, extra=extra, raft=raft)
+    def create(
+        cls,
+        root: Path,
+        size: int = 3,
+        *,
+        extra: int = 0,
+        raft: str = "",
+        api: str = "",
+        proposer: str = "",
+        scheme: str = "http",
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> Cluster:
+        """``size`` members started now; ``extra`` more configured to join later. ``api``,
+        ``proposer``: extra TOML lines of those tables; ``scheme`` https with ``ssl_context``
+        for a cluster that serves TLS (the configs must name the certificates in ``api``)."""
+        cluster = cls.on_free_ports(
+            root, size, extra=extra, raft=raft, api=api, proposer=proposer, scheme=scheme
+        )
+        cluster.ssl_context = ssl_context
         assert isinstance(cluster, Cluster)
         for node in cluster.nodes[:size]:
             cluster.start(node.node_id)
@@ -81,7 +98,9 @@ class Cluster(LocalCluster):
         if data is not None:
             all_headers["Content-Type"] = "application/json"
         all_headers.update(headers or {})
-        opener = urllib.request.build_opener(NoRedirect())
+        opener = urllib.request.build_opener(
+            NoRedirect(), urllib.request.HTTPSHandler(context=self.ssl_context)
+        )
         for _ in range(5):
             request = urllib.request.Request(url, data=data, method=method, headers=all_headers)
             try:

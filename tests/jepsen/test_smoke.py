@@ -1,11 +1,13 @@
-"""The jepsen-lite smoke matrix: each fault kind the harness owns, once, with a fixed seed
-chosen so the run meets every variant of it (every partition shape on 5 nodes; kill -9 of one,
-the leader, a minority and all; pause of one and of the leader; rolling and all-at-once
-restarts), and every checker must say valid. The restart run goes through the `jepsen-lite`
+"""The jepsen-lite smoke matrix: each fault kind once, with a fixed seed chosen so the run meets
+every variant of it (every partition shape on 5 nodes; kill -9 of one, the leader, a minority
+and all; pause of one and of the leader; rolling and all-at-once restarts; clock skew and a
+leader's clock jump; power loss of the leader and of every node; WAN latency with the leader
+isolated), and every checker must say valid. The restart run goes through the `jepsen-lite`
 command (so inside its own namespaces); a stored run whose history is made to show a spend the
-cluster never counted must make the command exit 1.
+cluster never counted, and a run against a deliberately broken store (a canary), must make the
+command exit 1.
 
-About 5 minutes in all; each run writes its run directory under the test's tmp dir.
+About 9 minutes in all; each run writes its run directory under the test's tmp dir.
 """
 
 from __future__ import annotations
@@ -55,6 +57,42 @@ MATRIX: dict[str, tuple[Settings, str, set[str]]] = {
         Settings(faults=("pause",), seed=0, time_limit_s=40, interval_s=5, warmup_s=4, quiet_s=3),
         "target",
         {"one", "leader"},
+    ),
+    "clock": (
+        Settings(
+            faults=("clock-skew", "clock-jump-leader"),
+            seed=1,
+            time_limit_s=40,
+            interval_s=5,
+            warmup_s=4,
+            quiet_s=3,
+        ),
+        "_f",
+        {"clock-skew:start", "clock-jump-leader:start"},
+    ),
+    "power-loss": (
+        Settings(
+            faults=("power-loss-leader", "power-loss-all"),
+            seed=1,
+            time_limit_s=40,
+            interval_s=5,
+            warmup_s=4,
+            quiet_s=3,
+        ),
+        "_f",
+        {"power-loss-leader:start", "power-loss-all:start"},
+    ),
+    "wan": (
+        Settings(
+            faults=("wan-latency-3", "partition-leader"),
+            seed=1,
+            time_limit_s=40,
+            interval_s=5,
+            warmup_s=4,
+            quiet_s=3,
+        ),
+        "_f",
+        {"wan-latency-3:start", "partition-leader:start"},
     ),
 }
 RESTART_ARGS = [
@@ -276,3 +314,19 @@ def test_a_sigkilled_run_leaves_no_process_or_namespace(tmp_path: Path) -> None:
         Path("/run/netns").exists()
         and any(p.name.startswith("jl-1-") for p in Path("/run/netns").iterdir())
     )  # the run's namespace files lived on its private /run
+
+
+@needs_sandbox
+def test_cli_run_against_a_broken_store_exits_1(tmp_path: Path) -> None:
+    """A store that ignores idempotency keys (canary no-idempotency) applies the re-sends of
+    the resolve phase again: exactly_once must say invalid and the command exit 1."""
+    store = tmp_path / "store"
+    done = jepsen_lite(
+        store, "run", "--canary", "no-idempotency", "--faults", "partition-leader",
+        "--seed", "3", "--time-limit", "20", "--interval", "5", "--warmup", "3", "--quiet", "2",
+    )  # fmt: skip
+    print(done.stdout, done.stderr[-3000:])
+    assert done.returncode == 1, done.stderr[-3000:]
+    results = json.loads(((store / "latest").resolve() / "results.json").read_text())
+    assert results["valid"] == "invalid"
+    assert results["checkers"]["exactly_once"]["valid"] == "invalid"
