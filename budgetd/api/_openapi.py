@@ -408,7 +408,7 @@ def _paths() -> dict[str, dict[str, Any]]:
                 "TimeoutNow was sent but the target did not take over in time (GET /v1/cluster "
                 "says who leads). Needs no idempotency key: asking again for the member that "
                 "already leads answers 200 with transferred false.",
-                "requestBody": {"required": True, "content": _content(bodies.LEADER_TRANSFER)},
+                "requestBody": {"required": False, "content": _content(bodies.LEADER_TRANSFER)},
                 "responses": {
                     "200": _ok("the member that leads now", bodies.LEADER),
                     **_problems(*_ADMIN_ERRORS, "not_found", "payload_too_large"),

@@ -13,7 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-import matplotlib
+try:
+    import matplotlib
+except ImportError as missing:  # the node's image leaves it out
+    raise ImportError(
+        "jepsen-lite's reports need matplotlib: pip install 'budgetd[jepsen]'"
+    ) from missing
 
 matplotlib.use("Agg")
 

@@ -103,6 +103,7 @@ def test_every_admin_route_is_audited() -> None:
     assert admin == [
         ("DELETE", "/v1/cluster/members/{id}"),
         ("GET", "/v1/snapshot"),
+        ("POST", "/v1/cluster/leader"),
         ("POST", "/v1/cluster/members"),
         ("PUT", "/v1/campaigns/{id}"),
     ]

@@ -22,20 +22,13 @@ import pytest
 from jepsen_lite import ClusterSampler, History, Op, Sandbox, Workload
 from jepsen_lite.checkers import (
     WRITES,
-    Result,
     compose,
     convergence,
-    election_safety,
-    exactly_once,
-    no_lost_spend,
-    no_overspend,
-    stale_reads,
-    stats,
     write_results,
 )
 from jepsen_lite.history import pairs
-from jepsen_lite.workload import CAMPAIGNS, spent_of
-from tests.jepsen.helpers import agreed_leader, needs_sandbox, until
+from jepsen_lite.workload import CAMPAIGNS
+from tests.jepsen.helpers import agreed_leader, every_checker, needs_sandbox, until
 
 pytestmark = pytest.mark.jepsen
 
@@ -130,19 +123,16 @@ def test_checkers_hold_through_isolation_pause_and_kill_9(tmp_path: Path) -> Non
                 workload.close()
                 history.close()
             ops = history.ops
-            states = {f"{n}/strong": v for n, v in strong.items()} | {
-                f"{n}/local": v for n, v in local.items()
-            }
-            once = exactly_once(ops, resends, totals)
-            results: dict[str, Result] = {
-                "no_lost_spend": no_lost_spend(ops, spent_of(states), once.detail["applied"]),
-                "exactly_once": once,
-                "stale_reads": stale_reads(ops),
-                "no_overspend": no_overspend(ops, states),
-                "stats": stats(ops),
-                "convergence": convergence(final_views),
-                "election_safety": election_safety(sampler.samples),
-            }
+            results = every_checker(
+                ops,
+                strong=strong,
+                local=local,
+                resends=resends,
+                totals=totals,
+                final_views=final_views,
+                samples=sampler.samples,
+            )
+            once = results["exactly_once"]
             counts = Counter(
                 f"{op.f}:{op.type}" for op in ops if op.type != "invoke" and op.process != "nemesis"
             )

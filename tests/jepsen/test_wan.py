@@ -23,21 +23,13 @@ import pytest
 
 from jepsen_lite import ClusterSampler, History, NamespaceHttp, Sandbox, SandboxError, Workload
 from jepsen_lite.checkers import (
-    Result,
     compose,
     convergence,
-    election_safety,
-    exactly_once,
-    no_lost_spend,
-    no_overspend,
-    stale_reads,
-    stats,
     write_results,
 )
 from jepsen_lite.relay import CONNECTIONS_MAX, Link
 from jepsen_lite.wan import WAN_RAFT, WanLatency, dc_layout
-from jepsen_lite.workload import spent_of
-from tests.jepsen.helpers import agreed_leader, needs_sandbox, until
+from tests.jepsen.helpers import agreed_leader, every_checker, needs_sandbox, until
 from tests.jepsen.test_jepsen_run import nemesis, resend_phase
 
 ECHO_PORT = 9000
@@ -446,19 +438,15 @@ def test_five_nodes_leader_dc_cut_off_and_healed_under_wan_latency(tmp_path: Pat
                 workload.close()
                 history.close()
             ops = history.ops
-            states = {f"{n}/strong": v for n, v in strong.items()} | {
-                f"{n}/local": v for n, v in local.items()
-            }
-            once = exactly_once(ops, resends, totals)
-            results: dict[str, Result] = {
-                "no_lost_spend": no_lost_spend(ops, spent_of(states), once.detail["applied"]),
-                "exactly_once": once,
-                "stale_reads": stale_reads(ops),
-                "no_overspend": no_overspend(ops, states),
-                "stats": stats(ops),
-                "convergence": convergence(final_views),
-                "election_safety": election_safety(sampler.samples),
-            }
+            results = every_checker(
+                ops,
+                strong=strong,
+                local=local,
+                resends=resends,
+                totals=totals,
+                final_views=final_views,
+                samples=sampler.samples,
+            )
             counts = Counter(
                 f"{op.f}:{op.type}" for op in ops if op.type != "invoke" and op.process != "nemesis"
             )
