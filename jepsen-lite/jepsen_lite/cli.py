@@ -275,13 +275,48 @@ def _verdict(path: Path) -> str:
     return str(json.loads(results.read_text()).get("valid", "unknown"))
 
 
+def _table(runs: list[Path]) -> None:
+    """A markdown table: one row per finished run, its faults, nodes, client ops by outcome
+    and every checker's verdict."""
+    documents = {
+        path: json.loads((path / "results.json").read_text())
+        for path in runs
+        if (path / "results.json").exists()
+    }
+    checkers = sorted({name for d in documents.values() for name in d.get("checkers", {})})
+    click.echo(
+        "| run | faults | canary | nodes | ok / fail / info | verdict | "
+        + " | ".join(checkers)
+        + " |"
+    )
+    click.echo("|" + " --- |" * (6 + len(checkers)))
+    for path, document in documents.items():
+        settings = json.loads((path / "test.json").read_text()).get("settings", {})
+        outcomes = dict.fromkeys(("ok", "fail", "info"), 0)
+        for key, count in document.get("summary", {}).get("ops", {}).items():
+            outcome = key.rsplit(":", 1)[-1]
+            if outcome in outcomes:
+                outcomes[outcome] += count
+        verdicts = [document.get("checkers", {}).get(n, {}).get("valid", "-") for n in checkers]
+        click.echo(
+            f"| {path.parent.name}/{path.name} | {', '.join(settings.get('faults', [])) or '-'} "
+            f"| {settings.get('canary') or '-'} | {settings.get('nodes')} "
+            f"| {outcomes['ok']} / {outcomes['fail']} / {outcomes['info']} "
+            f"| {document.get('valid')} | " + " | ".join(verdicts) + " |"
+        )
+
+
 @cli.command(name="list")
+@click.option("--table", is_flag=True, help="A markdown table of ops and checker verdicts.")
 @click.pass_obj
-def list_runs(store: Path) -> None:
+def list_runs(store: Path, table: bool) -> None:
     """Every stored run with its verdict, oldest first."""
     runs = _runs(store)
     if not runs:
         click.echo(f"no runs in {store}")
+        return
+    if table:
+        _table(runs)
         return
     for path in runs:
         test = json.loads((path / "test.json").read_text())
