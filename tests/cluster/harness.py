@@ -12,10 +12,12 @@ import ssl
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from budgetd.localcluster import LocalCluster
 
@@ -155,3 +157,18 @@ def _decode(raw: bytes) -> Any:
         return json.loads(raw)
     except ValueError:
         return raw
+
+
+def running_cluster(
+    root: Path, request: pytest.FixtureRequest, **options: Any
+) -> Iterator[Cluster]:
+    """A cluster made with ``Cluster.create(root, **options)``; stops every node after the test
+    and prints the nodes' logs when the test failed."""
+    cluster = Cluster.create(root, **options)
+    try:
+        yield cluster
+    finally:
+        cluster.stop_all()
+        report = getattr(request.node, "rep_call", None)
+        if report is not None and report.failed:
+            print(cluster.logs())

@@ -6,7 +6,6 @@ from __future__ import annotations
 import threading
 import time
 import urllib.error
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,18 +22,6 @@ CAMPAIGN = {
     "pacing": {"mode": "asap"},
     "status": "active",
 }
-
-
-@pytest.fixture
-def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]:
-    cluster = Cluster.create(tmp_path / "cluster")
-    try:
-        yield cluster
-    finally:
-        cluster.stop_all()
-        report = getattr(request.node, "rep_call", None)
-        if report is not None and report.failed:
-            print(cluster.logs())
 
 
 def put_campaign(cluster: Cluster, node_id: str, campaign_id: str = "acme") -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from budgetd.localcluster import LocalNode, free_ports, local_config
-from tests.cluster.harness import Cluster, until
+from tests.cluster.harness import Cluster, running_cluster, until
 from tests.cluster.load import Load, put_campaign
 
 pytestmark = pytest.mark.cluster
@@ -25,14 +25,7 @@ pytestmark = pytest.mark.cluster
 @pytest.fixture
 def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]:
     # Snapshots every few entries, so the newcomer has to catch up through a snapshot install.
-    cluster = Cluster.create(tmp_path / "cluster", raft="snapshot_entries = 16")
-    try:
-        yield cluster
-    finally:
-        cluster.stop_all()
-        report = getattr(request.node, "rep_call", None)
-        if report is not None and report.failed:
-            print(cluster.logs())
+    yield from running_cluster(tmp_path / "cluster", request, raft="snapshot_entries = 16")
 
 
 def budgetd(

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -17,18 +15,6 @@ from tests.cluster.harness import Cluster, until
 from tests.cluster.load import Load, put_campaign
 
 pytestmark = pytest.mark.cluster
-
-
-@pytest.fixture
-def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]:
-    cluster = Cluster.create(tmp_path / "cluster")
-    try:
-        yield cluster
-    finally:
-        cluster.stop_all()
-        report = getattr(request.node, "rep_call", None)
-        if report is not None and report.failed:
-            print(cluster.logs())
 
 
 def restart(cluster: Cluster, node_id: str) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,18 +14,6 @@ from tests.cluster.harness import Cluster
 from tests.cluster.load import Load, put_campaign
 
 pytestmark = pytest.mark.cluster
-
-
-@pytest.fixture
-def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]:
-    cluster = Cluster.create(tmp_path / "cluster")
-    try:
-        yield cluster
-    finally:
-        cluster.stop_all()
-        report = getattr(request.node, "rep_call", None)
-        if report is not None and report.failed:
-            print(cluster.logs())
 
 
 def transfer(
