@@ -9,6 +9,7 @@ PID, never by name. Imports the api only for the tokens file format.
 from __future__ import annotations
 
 import os
+import random
 import secrets
 import signal
 import socket
@@ -20,23 +21,46 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
 
 from budgetd.api import Tokens
 
 __all__ = ["LocalCluster", "LocalNode", "free_ports", "local_config"]
 
 
+#: Ports are drawn below the kernel's ephemeral range, so no outgoing connection of this or
+#: another process can take one between the check and the node binding it.
+_PORT_LOW: Final = 20_000
+_EPHEMERAL_RANGE: Final = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(_EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768
+
+
 def free_ports(count: int) -> list[int]:
-    """``count`` distinct TCP ports on 127.0.0.1 that were free a moment ago."""
-    sockets = []
-    for _ in range(count):
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        sockets.append(sock)
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
+    """``count`` distinct TCP ports on 127.0.0.1 that were free a moment ago, drawn at random
+    below the ephemeral range (another test process picking at the same time is unlikely to
+    draw the same ones)."""
+    high = max(_ephemeral_low() - 1, _PORT_LOW + 1_000)
+    rng = random.SystemRandom()
+    ports: list[int] = []
+    for _ in range(100 * count):
+        if len(ports) == count:
+            return ports
+        port = rng.randint(_PORT_LOW, high)
+        if port in ports:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        ports.append(port)
+    raise OSError(f"no {count} free ports on 127.0.0.1 in {_PORT_LOW}..{high}")
 
 
 def local_config(

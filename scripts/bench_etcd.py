@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -31,23 +30,14 @@ from typing import Any
 
 import aiohttp
 
+from budgetd.localcluster import free_ports
+
 CAS_TRIES_MAX = 64
 START_TIMEOUT_S = 30.0
 
 
 def _b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
-
-
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 @dataclass
@@ -64,7 +54,7 @@ class EtcdCluster:
         binary = shutil.which("etcd")
         if binary is None:
             raise SystemExit("--vs-etcd needs etcd on PATH: apt-get install -y etcd-server")
-        ports = _free_ports(2 * self.size)
+        ports = free_ports(2 * self.size)
         names = [f"e{i}" for i in range(self.size)]
         peers = [f"http://127.0.0.1:{ports[2 * i + 1]}" for i in range(self.size)]
         self.client_urls = [f"http://127.0.0.1:{ports[2 * i]}" for i in range(self.size)]

@@ -5,7 +5,6 @@ Every wait is a bounded poll on a condition. Timers are fast, but nothing assert
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from budgetd.codec import encode_batch
+from budgetd.localcluster import free_ports
 from budgetd.replication import Outcome, RaftNode
 from budgetd.settings import Member, NodeSettings, ProposerSettings, RaftSettings
 
@@ -35,9 +35,7 @@ FAST_RAFT = RaftSettings(
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
 
 
 def wait_for(condition: Callable[[], Any], what: str, *, timeout_s: float = WAIT_S) -> Any:
