@@ -32,6 +32,7 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -110,19 +111,32 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
-async def latency_one_client(client: Client, url: str, count: int) -> dict[str, float]:
+#: One reserve of the benchmark: the index of the request in, the micros granted out (None:
+#: refused).
+Reserve = Callable[[int], Awaitable[int | None]]
+
+
+def budgetd_reserve(client: Client, url: str) -> Reserve:
+    async def reserve(index: int) -> int | None:
+        status, body = await client.call(url, "POST", "/v1/reservations", reserve_body(index))
+        return int(body["granted_micros"]) if status == 201 else None
+
+    return reserve
+
+
+async def latency_one_client(reserve: Reserve, count: int) -> dict[str, float]:
+    """One request at a time: p50 / p99 seconds turned into ms; every reserve must be granted."""
     samples = []
     for index in range(count):
         started = time.perf_counter()
-        status, body = await client.call(url, "POST", "/v1/reservations", reserve_body(index))
+        granted = await reserve(index)
         samples.append(time.perf_counter() - started)
-        assert status == 201, body
+        assert granted, f"reserve {index} refused"
     return {"p50_ms": 1000 * percentile(samples, 0.5), "p99_ms": 1000 * percentile(samples, 0.99)}
 
 
-async def concurrent_reserves(
-    client: Client, url: str, clients: int, seconds: float
-) -> dict[str, float]:
+async def concurrent_reserves(reserve: Reserve, clients: int, seconds: float) -> dict[str, float]:
+    """``clients`` loops reserving for ``seconds``: ops/s, p50 / p99, refusals, micros granted."""
     samples: list[float] = []
     refused = 0
     granted_micros = 0
@@ -133,12 +147,12 @@ async def concurrent_reserves(
         index = offset
         while time.monotonic() < deadline:
             started = time.perf_counter()
-            status, body = await client.call(url, "POST", "/v1/reservations", reserve_body(index))
+            granted = await reserve(index)
             samples.append(time.perf_counter() - started)
-            if status == 201:
-                granted_micros += body["granted_micros"]
-            else:
+            if granted is None:
                 refused += 1
+            else:
+                granted_micros += granted
             index += clients
 
     started = time.monotonic()
@@ -189,49 +203,12 @@ async def held_total(client: Client, url: str) -> int:
     return int(body["held_total_micros"])
 
 
-async def etcd_latency_one_client(budgets: EtcdBudgets, count: int) -> dict[str, float]:
-    samples = []
-    for index in range(count):
-        started = time.perf_counter()
-        granted = await budgets.reserve(f"bench:c{index % CAMPAIGNS}", f"l{index}", 1_000)
-        samples.append(time.perf_counter() - started)
-        assert granted
-    return {"p50_ms": 1000 * percentile(samples, 0.5), "p99_ms": 1000 * percentile(samples, 0.99)}
+def etcd_reserve(budgets: EtcdBudgets, tag: str) -> Reserve:
+    async def reserve(index: int) -> int | None:
+        granted = await budgets.reserve(f"bench:c{index % CAMPAIGNS}", f"{tag}-{index}", 1_000)
+        return 1_000 if granted else None
 
-
-async def etcd_concurrent_reserves(
-    budgets: EtcdBudgets, clients: int, seconds: float, tag: str
-) -> dict[str, float]:
-    samples: list[float] = []
-    refused = 0
-    granted_micros = 0
-    conflicts_before = budgets.cas_conflicts
-    deadline = time.monotonic() + seconds
-
-    async def worker(offset: int) -> None:
-        nonlocal refused, granted_micros
-        index = offset
-        while time.monotonic() < deadline:
-            started = time.perf_counter()
-            granted = await budgets.reserve(f"bench:c{index % CAMPAIGNS}", f"{tag}-{index}", 1_000)
-            samples.append(time.perf_counter() - started)
-            if granted:
-                granted_micros += 1_000
-            else:
-                refused += 1
-            index += clients
-
-    started = time.monotonic()
-    await asyncio.gather(*(worker(i) for i in range(clients)))
-    elapsed = time.monotonic() - started
-    return {
-        "ops_per_s": len(samples) / elapsed,
-        "p50_ms": 1000 * percentile(samples, 0.5),
-        "p99_ms": 1000 * percentile(samples, 0.99),
-        "refused": refused,
-        "granted_micros": granted_micros,
-        "cas_conflicts": budgets.cas_conflicts - conflicts_before,
-    }
+    return reserve
 
 
 async def etcd_side(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
@@ -248,14 +225,18 @@ async def etcd_side(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             granted = 0
             for repeat in range(args.repeats):
                 report["latency"].append(
-                    await etcd_latency_one_client(budgets, 50 if args.quick else 500)
+                    await latency_one_client(
+                        etcd_reserve(budgets, f"l{repeat}"), 50 if args.quick else 500
+                    )
                 )
                 granted += 1_000 * (50 if args.quick else 500)
-                run = await etcd_concurrent_reserves(
-                    budgets, 64, 1 if args.quick else 10, tag=f"c{repeat}"
+                conflicts = budgets.cas_conflicts
+                run = await concurrent_reserves(
+                    etcd_reserve(budgets, f"c{repeat}"), 64, 1 if args.quick else 10
                 )
+                run["cas_conflicts"] = budgets.cas_conflicts - conflicts
                 report["concurrent_64"].append(run)
-                granted += run["granted_micros"]
+                granted += int(run["granted_micros"])
             remaining = 0
             for index in range(CAMPAIGNS):
                 remaining += (await budgets.remaining(f"bench:c{index}"))[0]
@@ -311,7 +292,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             async with aiohttp.ClientSession(connector=connector) as session:
                 client = Client(session, cluster.token)
                 url = await setup(cluster, client)
-                report: dict[str, list[Any]] = {
+                report: dict[str, Any] = {
                     "latency": [],
                     "concurrent_64": [],
                     "batch": [],
@@ -319,10 +300,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 }
                 for _ in range(args.repeats):
                     report["latency"].append(
-                        await latency_one_client(client, url, 50 if quick else 500)
+                        await latency_one_client(budgetd_reserve(client, url), 50 if quick else 500)
                     )
                     before = await held_total(client, url)
-                    run_64 = await concurrent_reserves(client, url, 64, 1 if quick else 10)
+                    run_64 = await concurrent_reserves(
+                        budgetd_reserve(client, url), 64, 1 if quick else 10
+                    )
                     taken = await held_total(client, url) - before
                     run_64["conservation_holds"] = taken == run_64["granted_micros"]
                     report["concurrent_64"].append(run_64)
