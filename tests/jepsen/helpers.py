@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from jepsen_lite import Op, Sandbox, preflight
+from jepsen_lite import History, Op, Sandbox, Workload, preflight
 from jepsen_lite.checkers import (
+    WRITES,
     Result,
     Sample,
     convergence,
@@ -20,7 +24,8 @@ from jepsen_lite.checkers import (
     stale_reads,
     stats,
 )
-from jepsen_lite.workload import spent_of
+from jepsen_lite.history import pairs
+from jepsen_lite.workload import CAMPAIGNS, spent_of
 
 WAIT_S = 30.0
 #: Why the sandbox cannot run here (not root, no ip/nft), or None.
@@ -79,3 +84,80 @@ def every_checker(
         "convergence": convergence(final_views),
         "election_safety": election_safety(samples),
     }
+
+
+def nemesis(history: History, f: str, value: dict[str, Any], action: Callable[[], object]) -> None:
+    invoked = history.invoke("nemesis", f, value)
+    action()
+    history.complete(invoked, "info")  # a fault's effect is never certain
+
+
+def resend_phase(
+    workload: Workload, leader: str, ops: list[Op], tmp_path: Path
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, int | None]]]:
+    """I3's re-sends after heal: every ok write once, every info (or unfinished) write twice,
+    each to the leader with its original key and body; the leader's strong totals around
+    each round. Written to resends.jsonl."""
+    oks = [i for i, c in pairs(ops) if i.f in WRITES and c is not None and c.type == "ok"]
+    infos = [i for i, c in pairs(ops) if i.f in WRITES and (c is None or c.type == "info")]
+
+    def totals() -> dict[str, int | None]:
+        return {c: workload.read(leader, c, consistency="strong") for c in CAMPAIGNS}
+
+    phases = {"before": totals()}
+    resends = workload.resend(leader, oks, round_=1, limit_s=20.0)
+    phases["after_ok"] = totals()
+    resends += workload.resend(leader, infos, round_=1, limit_s=10.0)
+    phases["after_info_1"] = totals()
+    resends += workload.resend(leader, infos, round_=2, limit_s=10.0)
+    phases["after_info_2"] = totals()
+    rows = [asdict(r) for r in resends]
+    with (tmp_path / "resends.jsonl").open("w", encoding="utf-8") as out:
+        out.writelines(json.dumps(row, sort_keys=True) + "\n" for row in rows)
+    return rows, phases
+
+
+@dataclass(frozen=True)
+class Settled:
+    """What a hand-written run knows after heal: every node's view once they agree on one
+    digest (or as they were after 20 s), the final states read strongly and locally from every
+    node, the leader the writes were re-sent to, and the re-send phase (I3)."""
+
+    final_views: dict[str, dict[str, Any] | None]
+    strong: dict[str, dict[str, dict[str, Any] | None]]
+    local: dict[str, dict[str, dict[str, Any] | None]]
+    leader: str
+    resends: list[dict[str, Any]]
+    totals: dict[str, dict[str, int | None]]
+    resend_s: float
+
+    def checkers(self, ops: list[Op], samples: Iterable[Sample]) -> dict[str, Result]:
+        return every_checker(
+            ops,
+            strong=self.strong,
+            local=self.local,
+            resends=self.resends,
+            totals=self.totals,
+            final_views=self.final_views,
+            samples=samples,
+        )
+
+
+def settle(sandbox: Sandbox, workload: Workload, history: History, tmp_path: Path) -> Settled:
+    """After heal: wait for one digest, read the final states, re-send every write (I3)."""
+    ids = sandbox.node_ids
+
+    def views() -> dict[str, dict[str, Any] | None] | None:
+        got = {n: sandbox.view(n, fresh_digest=True) for n in ids}
+        return got if convergence(got).valid == "valid" else None
+
+    try:
+        final_views = until(views, "all nodes on one digest", limit_s=20.0)
+    except AssertionError:
+        final_views = {n: sandbox.view(n, fresh_digest=True) for n in ids}
+    strong = workload.final_states(consistency="strong")
+    local = workload.final_states(consistency="local")
+    leader = until(lambda: agreed_leader(sandbox, ids), "a leader for the re-sends")
+    started = time.monotonic()
+    resends, totals = resend_phase(workload, leader, history.ops, tmp_path)
+    return Settled(final_views, strong, local, leader, resends, totals, time.monotonic() - started)

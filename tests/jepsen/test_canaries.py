@@ -31,8 +31,7 @@ from jepsen_lite.checkers import (
     write_results,
 )
 from jepsen_lite.workload import CAMPAIGNS, LEAF, LEAF_DAILY_MICROS, spent_of
-from tests.jepsen.helpers import agreed_leader, needs_sandbox, until
-from tests.jepsen.test_jepsen_run import nemesis, resend_phase
+from tests.jepsen.helpers import agreed_leader, needs_sandbox, nemesis, resend_phase, until
 
 #: Each mode that a sandbox run must catch, and the checker that must say invalid.
 CAUGHT_IN_A_RUN = {

@@ -20,13 +20,11 @@ from jepsen_lite import ClusterSampler, History, Refused, Sandbox, SandboxError,
 from jepsen_lite import sandbox as sandbox_module
 from jepsen_lite.checkers import (
     compose,
-    convergence,
     write_results,
 )
 from jepsen_lite.clock import ClockJump, ClockSkew, midnight_offset_s
 from jepsen_lite.workload import LEAF
-from tests.jepsen.helpers import agreed_leader, every_checker, needs_sandbox, until
-from tests.jepsen.test_jepsen_run import resend_phase
+from tests.jepsen.helpers import agreed_leader, needs_sandbox, settle, until
 
 needs_libfaketime = pytest.mark.skipif(
     sandbox_module.libfaketime_path() is None,
@@ -200,36 +198,17 @@ def test_checkers_hold_through_clock_skew_and_jumps(tmp_path: Path) -> None:
                 note_day()
                 workload_s = time.monotonic() - started
 
-                def views() -> dict[str, dict[str, Any] | None] | None:
-                    got = {n: sandbox.view(n, fresh_digest=True) for n in ids}
-                    return got if convergence(got).valid == "valid" else None
-
-                try:
-                    final_views = until(views, "all nodes on one digest", limit_s=20.0)
-                except AssertionError:
-                    final_views = {n: sandbox.view(n, fresh_digest=True) for n in ids}
-                strong = workload.final_states(consistency="strong")
-                local = workload.final_states(consistency="local")
-                leader = until(lambda: agreed_leader(sandbox, ids), "a leader for the re-sends")
-                resends, totals = resend_phase(workload, leader, history.ops, tmp_path)
+                settled = settle(sandbox, workload, history, tmp_path)
             finally:
                 sampler.stop()
                 workload.close()
                 history.close()
             ops = history.ops
-            results = every_checker(
-                ops,
-                strong=strong,
-                local=local,
-                resends=resends,
-                totals=totals,
-                final_views=final_views,
-                samples=sampler.samples,
-            )
+            results = settled.checkers(ops, sampler.samples)
             counts = Counter(
                 f"{op.f}:{op.type}" for op in ops if op.type != "invoke" and op.process != "nemesis"
             )
-            final_leaf = (strong.get(leader) or {}).get(LEAF) or {}
+            final_leaf = (settled.strong.get(settled.leader) or {}).get(LEAF) or {}
             observed = {
                 "ops": dict(sorted(counts.items())),
                 "faults": faults,

@@ -12,56 +12,19 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from jepsen_lite import ClusterSampler, History, Op, Sandbox, Workload
+from jepsen_lite import ClusterSampler, History, Sandbox, Workload
 from jepsen_lite.checkers import (
-    WRITES,
     compose,
-    convergence,
     write_results,
 )
-from jepsen_lite.history import pairs
 from jepsen_lite.workload import CAMPAIGNS
-from tests.jepsen.helpers import agreed_leader, every_checker, needs_sandbox, until
+from tests.jepsen.helpers import agreed_leader, needs_sandbox, nemesis, settle, until
 
 pytestmark = pytest.mark.jepsen
-
-
-def nemesis(history: History, f: str, value: dict[str, Any], action: Callable[[], object]) -> None:
-    invoked = history.invoke("nemesis", f, value)
-    action()
-    history.complete(invoked, "info")  # a fault's effect is never certain
-
-
-def resend_phase(
-    workload: Workload, leader: str, ops: list[Op], tmp_path: Path
-) -> tuple[list[dict[str, Any]], dict[str, dict[str, int | None]]]:
-    """I3's re-sends after heal: every ok write once, every info (or unfinished) write twice,
-    each to the leader with its original key and body; the leader's strong totals around
-    each round. Written to resends.jsonl."""
-    oks = [i for i, c in pairs(ops) if i.f in WRITES and c is not None and c.type == "ok"]
-    infos = [i for i, c in pairs(ops) if i.f in WRITES and (c is None or c.type == "info")]
-
-    def totals() -> dict[str, int | None]:
-        return {c: workload.read(leader, c, consistency="strong") for c in CAMPAIGNS}
-
-    phases = {"before": totals()}
-    resends = workload.resend(leader, oks, round_=1, limit_s=20.0)
-    phases["after_ok"] = totals()
-    resends += workload.resend(leader, infos, round_=1, limit_s=10.0)
-    phases["after_info_1"] = totals()
-    resends += workload.resend(leader, infos, round_=2, limit_s=10.0)
-    phases["after_info_2"] = totals()
-    rows = [asdict(r) for r in resends]
-    with (tmp_path / "resends.jsonl").open("w", encoding="utf-8") as out:
-        out.writelines(json.dumps(row, sort_keys=True) + "\n" for row in rows)
-    return rows, phases
 
 
 @needs_sandbox
@@ -102,36 +65,13 @@ def test_checkers_hold_through_isolation_pause_and_kill_9(tmp_path: Path) -> Non
                 workload_s = time.monotonic() - started
 
                 sandbox.net.heal()
-
-                def views() -> dict[str, dict[str, Any] | None] | None:
-                    got = {n: sandbox.view(n, fresh_digest=True) for n in ids}
-                    ok = convergence(got).valid == "valid"
-                    return got if ok else None
-
-                try:
-                    final_views = until(views, "all nodes on one digest", limit_s=20.0)
-                except AssertionError:
-                    final_views = {n: sandbox.view(n, fresh_digest=True) for n in ids}
-                strong = workload.final_states(consistency="strong")
-                local = workload.final_states(consistency="local")
-                leader = until(lambda: agreed_leader(sandbox, ids), "a leader for the re-sends")
-                resend_started = time.monotonic()
-                resends, totals = resend_phase(workload, leader, history.ops, tmp_path)
-                resend_s = time.monotonic() - resend_started
+                settled = settle(sandbox, workload, history, tmp_path)
             finally:
                 sampler.stop()
                 workload.close()
                 history.close()
             ops = history.ops
-            results = every_checker(
-                ops,
-                strong=strong,
-                local=local,
-                resends=resends,
-                totals=totals,
-                final_views=final_views,
-                samples=sampler.samples,
-            )
+            results = settled.checkers(ops, sampler.samples)
             once = results["exactly_once"]
             counts = Counter(
                 f"{op.f}:{op.type}" for op in ops if op.type != "invoke" and op.process != "nemesis"
@@ -162,7 +102,7 @@ def test_checkers_hold_through_isolation_pause_and_kill_9(tmp_path: Path) -> Non
                 },
                 "ok_before_first_fault": results["stats"].detail["ok_before_first_fault"],
                 "workload_s": round(workload_s, 1),
-                "resend_s": round(resend_s, 1),
+                "resend_s": round(settled.resend_s, 1),
                 "total_s": round(time.monotonic() - started, 1),
             }
             write_results(tmp_path / "results.json", results, observed=observed)

@@ -24,13 +24,11 @@ import pytest
 from jepsen_lite import ClusterSampler, History, NamespaceHttp, Sandbox, SandboxError, Workload
 from jepsen_lite.checkers import (
     compose,
-    convergence,
     write_results,
 )
 from jepsen_lite.relay import CONNECTIONS_MAX, Link
 from jepsen_lite.wan import WAN_RAFT, WanLatency, dc_layout
-from tests.jepsen.helpers import agreed_leader, every_checker, needs_sandbox, until
-from tests.jepsen.test_jepsen_run import nemesis, resend_phase
+from tests.jepsen.helpers import agreed_leader, needs_sandbox, nemesis, settle, until
 
 ECHO_PORT = 9000
 ROUNDS = 8
@@ -419,18 +417,7 @@ def test_five_nodes_leader_dc_cut_off_and_healed_under_wan_latency(tmp_path: Pat
                 workload.join()
                 workload_s = time.monotonic() - started
 
-                def views() -> dict[str, dict[str, Any] | None] | None:
-                    got = {n: sandbox.view(n, fresh_digest=True) for n in ids}
-                    return got if convergence(got).valid == "valid" else None
-
-                try:
-                    final_views = until(views, "all nodes on one digest", limit_s=20.0)
-                except AssertionError:
-                    final_views = {n: sandbox.view(n, fresh_digest=True) for n in ids}
-                strong = workload.final_states(consistency="strong")
-                local = workload.final_states(consistency="local")
-                leader = until(lambda: agreed_leader(sandbox, ids), "a leader for the re-sends")
-                resends, totals = resend_phase(workload, leader, history.ops, tmp_path)
+                settled = settle(sandbox, workload, history, tmp_path)
                 fault_op(history, "wan-latency-stop", lambda s, _: fault.stop(s), sandbox)
                 relay = sandbox.relay.stats()
             finally:
@@ -438,15 +425,7 @@ def test_five_nodes_leader_dc_cut_off_and_healed_under_wan_latency(tmp_path: Pat
                 workload.close()
                 history.close()
             ops = history.ops
-            results = every_checker(
-                ops,
-                strong=strong,
-                local=local,
-                resends=resends,
-                totals=totals,
-                final_views=final_views,
-                samples=sampler.samples,
-            )
+            results = settled.checkers(ops, sampler.samples)
             counts = Counter(
                 f"{op.f}:{op.type}" for op in ops if op.type != "invoke" and op.process != "nemesis"
             )
