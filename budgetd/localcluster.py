@@ -227,11 +227,13 @@ class LocalCluster:
         return node
 
     def kill(self, node_id: str) -> None:
-        """kill -9: no clean shutdown."""
+        """kill -9: no clean shutdown. Returns once the node and any child it forked (a dump
+        writer, which dies with it) are gone, so its data dir is no longer written."""
         process = self.node(node_id).process
         if process is not None and process.poll() is None:
             process.send_signal(signal.SIGKILL)
             process.wait(10)
+            _wait_session_gone(process.pid, timeout_s=10.0)
 
     def stop(self, node_id: str, timeout_s: float = 30.0) -> int:
         """SIGTERM one node (a clean shutdown, as a supervisor stops it) and wait for it to
@@ -303,3 +305,26 @@ class LocalCluster:
             for node in self.nodes
             if node.log.exists()
         )
+
+
+def _wait_session_gone(session_id: int, *, timeout_s: float) -> None:
+    """Wait until no live process is left in the session a node was started in."""
+    deadline = time.monotonic() + timeout_s
+    while _session_members(session_id) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def _session_members(session_id: int) -> list[int]:
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # after the command: state, ppid, pgrp, session
+        if fields[0] != "Z" and int(fields[3]) == session_id:
+            members.append(int(entry))
+    return members

@@ -43,6 +43,7 @@ the newer one.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -63,6 +64,7 @@ __all__ = ["DUMP_TAG", "DUMP_VERSION", "DumpError", "DumpHeader", "SnapshotWrite
 
 DUMP_TAG: Final = "budgetd.raft-dump"
 DUMP_VERSION: Final = 1
+_PR_SET_PDEATHSIG: Final = 1  # <linux/prctl.h>
 
 log = logging.getLogger(__name__)
 
@@ -166,10 +168,21 @@ def write_dump(path: str, header: DumpHeader, ledger_snapshot: bytes) -> int:
         return file.tell()
 
 
-def _child(tmp: str, header: DumpHeader, ledger: Ledger) -> None:
+def _die_with(parent_pid: int) -> None:
+    """SIGKILL this process when the thread that forked it dies (Linux PR_SET_PDEATHSIG), and
+    exit now if that already happened: a writer left behind by a ``kill -9`` of its node would
+    otherwise go on writing into the data dir under a restarted node, or one being deleted."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+def _child(tmp: str, header: DumpHeader, ledger: Ledger, parent_pid: int) -> None:
     """Body of the forked writer. Never returns."""
     code = 1
     try:
+        _die_with(parent_pid)
         # Nothing inherited is needed, and an inherited listening socket would keep the Raft
         # port bound if the parent died while this child still runs.
         os.closerange(3, os.sysconf("SC_OPEN_MAX"))
@@ -264,13 +277,14 @@ class SnapshotWriter:
             tmp = f"{self._path}.writing-{os.getpid()}-{self._sequence}"
             ledger = self._ledger_now()
             started = time.monotonic()
+            parent_pid = os.getpid()
             pid = os.fork()
         except Exception:
             log.exception("could not start writing a dump")
             self._report = SERIALIZER_STATE.FAILED
             return
         if pid == 0:
-            _child(tmp, header, ledger)
+            _child(tmp, header, ledger, parent_pid)
         fork_s = time.monotonic() - started
         self._job = _Job(pid=pid, tmp=tmp, header=header, started=started, fork_s=fork_s)
         self._update(writing=True, last_fork_ms=round(fork_s * 1000, 3))

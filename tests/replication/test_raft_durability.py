@@ -236,3 +236,43 @@ def test_a_cancelled_dump_never_replaces_the_current_one(tmp_path: Path) -> None
     assert writer.check() == SERIALIZER_STATE.NOT_SERIALIZING
     assert dump.read_bytes() == b"the dump a leader just installed"
     assert os.listdir(tmp_path) == ["raft.dump"]
+
+
+def test_a_dump_writer_dies_with_its_node(tmp_path: Path) -> None:
+    """A ``kill -9`` of a node while its child writes a dump must not leave the child writing
+    into the data dir (under a restarted node, or a directory being deleted)."""
+    script = textwrap.dedent(
+        f"""
+        import os, sys, threading, time
+        from budgetd.ledger import Ledger
+        from budgetd.replication import snapshot
+
+        def slow(ledger):
+            time.sleep(60)
+            return b""
+
+        snapshot.encode_snapshot = slow
+        writer = snapshot.SnapshotWriter({str(tmp_path / "raft.dump")!r}, Ledger)
+        class Node:
+            id = "h:1"
+        writer.serialize("unused.tmp", ((b"l", 2, 1), (b"p", 1, 1), {{Node()}}))
+        print(writer._job.pid, flush=True)
+        threading.Event().wait(60)
+        """
+    )
+    node = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert node.stdout is not None
+        writer_pid = int(node.stdout.readline())
+    finally:
+        node.kill()
+        node.wait(10)
+
+    def writer_gone() -> bool:
+        try:
+            with open(f"/proc/{writer_pid}/stat") as stat:
+                return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+        except FileNotFoundError:
+            return True
+
+    wait_for(writer_gone, "the orphaned dump writer to die")
