@@ -3,6 +3,7 @@
 
     .venv/bin/python scripts/bench_cluster.py            # about 3 minutes
     .venv/bin/python scripts/bench_cluster.py --quick    # a few seconds, to check it still runs
+    .venv/bin/python scripts/bench_cluster.py --only latency,concurrent   # parts 1 and 2 only
 
 Starts `budgetd run` processes (fsync'd acknowledgements on, as always), creates campaigns, drives
 load over HTTP/msgpack from this process, and stops every process it started. Each figure is the
@@ -43,6 +44,8 @@ from bench_etcd import EtcdBudgets, etcd_cluster
 from budgetd.localcluster import LocalCluster
 
 CAMPAIGNS = 100
+#: The parts of the benchmark, in the order they run (--only picks some).
+PARTS = ("latency", "concurrent", "batch", "failover")
 MSGPACK = "application/msgpack"
 
 
@@ -298,23 +301,29 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     "batch": [],
                     "failover_s": [],
                 }
+                only = args.only
                 for _ in range(args.repeats):
-                    report["latency"].append(
-                        await latency_one_client(budgetd_reserve(client, url), 50 if quick else 500)
-                    )
-                    before = await held_total(client, url)
-                    run_64 = await concurrent_reserves(
-                        budgetd_reserve(client, url), 64, 1 if quick else 10
-                    )
-                    taken = await held_total(client, url) - before
-                    run_64["conservation_holds"] = taken == run_64["granted_micros"]
-                    report["concurrent_64"].append(run_64)
-                    report["batch"].append(
-                        await batch_reserves(
-                            client, url, 8, 100 if quick else 500, 1 if quick else 10
+                    if "latency" in only:
+                        report["latency"].append(
+                            await latency_one_client(
+                                budgetd_reserve(client, url), 50 if quick else 500
+                            )
                         )
-                    )
-                for _ in range(args.repeats):
+                    if "concurrent" in only:
+                        before = await held_total(client, url)
+                        run_64 = await concurrent_reserves(
+                            budgetd_reserve(client, url), 64, 1 if quick else 10
+                        )
+                        taken = await held_total(client, url) - before
+                        run_64["conservation_holds"] = taken == run_64["granted_micros"]
+                        report["concurrent_64"].append(run_64)
+                    if "batch" in only:
+                        report["batch"].append(
+                            await batch_reserves(
+                                client, url, 8, 100 if quick else 500, 1 if quick else 10
+                            )
+                        )
+                for _ in range(args.repeats if "failover" in only else 0):
                     report["failover_s"].append(await failover(cluster, client))
                     url = await leader_url(cluster, client)
         finally:
@@ -325,7 +334,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def median_of(runs: list[dict[str, float]], key: str) -> float:
-    return statistics.median(run[key] for run in runs)
+    return statistics.median(run[key] for run in runs) if runs else float("nan")
 
 
 def main() -> None:
@@ -345,7 +354,15 @@ def main() -> None:
         help="refuse to run while the 1-minute load average is above this (default 0.5)",
     )
     parser.add_argument("--force", action="store_true", help="run even on a busy machine")
+    parser.add_argument(
+        "--only",
+        type=lambda text: set(text.split(",")),
+        default=set(PARTS),
+        help=f"run only these parts, comma-separated (default: all of {','.join(PARTS)})",
+    )
     args = parser.parse_args()
+    if not args.only <= set(PARTS):
+        parser.error(f"--only takes {','.join(PARTS)}")
     if args.quick:
         args.repeats = 1
     load = os.getloadavg()[0]
@@ -362,7 +379,9 @@ def main() -> None:
         "reserve_64_clients_p50_ms": median_of(report["concurrent_64"], "p50_ms"),
         "reserve_64_clients_p99_ms": median_of(report["concurrent_64"], "p99_ms"),
         "batch_reserve_ops_per_s": median_of(report["batch"], "ops_per_s"),
-        "failover_s_median": statistics.median(report["failover_s"]),
+        "failover_s_median": (
+            statistics.median(report["failover_s"]) if report["failover_s"] else float("nan")
+        ),
         "repeats": args.repeats,
     }
     summary["budgetd_conservation_holds"] = all(
