@@ -9,14 +9,34 @@ journal is an mmap written with no msync, the meta file is renamed without fsync
 1. `DurableJournal` wraps the node's `FileJournal`. Every change (add, clear, truncation) marks it
    dirty; `sync()` msyncs a dirty journal (`FileJournal.flush`, i.e. ``mmap.flush``) — one msync
    covers every entry appended since the last one.
-2. `DurableTransport` syncs a dirty journal before it sends *any* message to a peer. So a
-   follower's ``next_node_idx`` (its ack) always follows the msync of what it acknowledges, and
-   the leader has msynced the entries it ships before any follower can ack them: a majority of
-   acks is a majority of disks. Under load that is one msync per received batch, not per entry.
+2. `DurableTransport` syncs a dirty journal before it sends any message to a peer — except a
+   leader's ``append_entries`` (below). So a follower's ``next_node_idx`` (its ack) always
+   follows the msync of what it acknowledges, and so do vote answers and a candidate's vote
+   requests. Under load that is one msync per received batch, not per entry.
 3. The journal also syncs before the commit index moves (`setRaftCommitIndex`, which pysyncobj
    calls after every change of ``__raftCommitIndex`` and before applying). That covers the leader
    counting itself, and a one-member cluster, which sends nothing and would otherwise commit and
    apply (and call back) entries that are only in the page cache.
+
+Why a leader ships entries before they are on its own disk (Raft §10.2.1: the leader writes its
+log in parallel with replicating it). An entry counts as committed once a majority holds it; the
+leader counts itself. Its own copy need not be durable when it *ships* the entry, only before it
+*acts* on a commit that counts it — and it acts only after `setRaftCommitIndex`, which syncs
+first (3). A follower learns a commit index only from the leader, which sends one only after that
+sync, so nothing is applied anywhere on the strength of the leader's page cache. If the leader
+loses power before its sync, the entry is on at most the followers' disks and was never
+acknowledged to a client: it is a plain uncommitted entry, which Raft may keep or drop. The
+followers' side is unchanged: an ack still follows the msync of what it acknowledges. So
+`DurableSyncObj` sends the leader's ``append_entries`` first and syncs right after (while the
+followers receive, sync and answer), not before; the ack's round trip hides the leader's msync.
+
+What a leader sends after applying (``appendEntriesUseBatch=False``): pysyncobj sends every
+follower an ``append_entries`` after every apply, whose only news is the new commit index.
+`DurableSyncObj` sends it at most one poll period (``autoTickPeriod``, raft.tick_ms) later
+instead: the next entry shipped in the meantime carries the commit index anyway (under load the
+notice costs nothing), and an idle leader answers its client before it pickles, encrypts and
+sends the notice. A follower's applied index trails the leader's by at most that period plus a
+round trip (it trailed by one round trip before).
 4. Meta (term, vote, commit index) is written by `DurableMetaStorer`: write a temporary file,
    fsync it, rename it over the old one, fsync the directory. pysyncobj stores term and vote
    synchronously before any message that reflects them (0.3.17), so a vote is durable before
@@ -52,6 +72,12 @@ if any of them moves):
 - Every peer message SyncObj sends goes through ``TCPTransport.send(node, message)`` (handshake
   frames go straight to the connection; they acknowledge nothing), and the transport keeps its
   SyncObj in ``_syncObj``.
+- ``SyncObj.__sendAppendEntries`` (``_SyncObj__sendAppendEntries``) is the only sender of
+  ``append_entries`` and runs on the leader only; it sets ``__newAppendEntriesTime`` (the next
+  heartbeat, ``_SyncObj__newAppendEntriesTime``) and each message carries ``commit_index``.
+  ``SyncObj.__applyLogEntries`` (``_SyncObj__applyLogEntries``) returns whether an
+  ``append_entries`` must go out now because entries were applied, and ``_onTick`` sends one when
+  it says so or when the heartbeat is due.
 - ``__loadDumpFile`` keeps the journal only when ``journal[0] == prev`` and ``journal[1] ==
   last`` of the dump's raft data.
 - A follower stands for election once ``monotonic()`` passes ``_SyncObj__raftElectionDeadline``
@@ -85,6 +111,7 @@ __all__ = [
     "LAST_RESPONSE_ATTRIBUTE",
     "MATCH_INDEX_ATTRIBUTE",
     "META_STORER_ATTRIBUTE",
+    "NEXT_APPEND_ENTRIES_ATTRIBUTE",
     "PYSYNCOBJ_VERSION",
     "DurableJournal",
     "DurableMetaStorer",
@@ -107,6 +134,8 @@ ELECTION_DEADLINE_ATTRIBUTE = "_SyncObj__raftElectionDeadline"
 MATCH_INDEX_ATTRIBUTE = "_SyncObj__raftMatchIndex"
 #: When the leader last heard from each peer node (name-mangled private dict: node -> monotonic s).
 LAST_RESPONSE_ATTRIBUTE = "_SyncObj__lastResponseTime"
+#: When the leader sends its next heartbeat (name-mangled private attribute, monotonic s).
+NEXT_APPEND_ENTRIES_ATTRIBUTE = "_SyncObj__newAppendEntriesTime"
 
 log = logging.getLogger(__name__)
 
@@ -300,10 +329,14 @@ class DurableJournal(Journal):
 
 
 class DurableTransport(TCPTransport):
-    """pysyncobj's TCP transport, syncing the journal before any message leaves for a peer."""
+    """pysyncobj's TCP transport, syncing the journal before any message leaves for a peer but a
+    leader's ``append_entries`` (the leader syncs right after sending those, see the module
+    docstring)."""
 
     def send(self, node: Any, message: Any) -> bool:
-        self._syncObj.sync_journal()
+        sync_obj = self._syncObj
+        if not sync_obj.ships_before_sync(message):
+            sync_obj.sync_journal()
         return bool(super().send(node, message))
 
 
@@ -327,6 +360,7 @@ class DurableSyncObj(SyncObj):
         if not conf.journalFile or not conf.fullDumpFile:
             raise ValueError("DurableSyncObj needs both journalFile and fullDumpFile")
         self._durable_journal: DurableJournal | None = None
+        self._commit_notice_delay_s = 0.0
         super().__init__(
             self_address, list(partner_addresses), conf, transportClass=DurableTransport
         )
@@ -337,6 +371,8 @@ class DurableSyncObj(SyncObj):
         setattr(self, JOURNAL_ATTRIBUTE, self._durable_journal)
         self._durable_journal.sync()
         fsync_dir(os.path.dirname(os.path.abspath(conf.journalFile)))
+        # The commit-index-only append_entries after an apply waits at most this long.
+        self._commit_notice_delay_s = float(conf.autoTickPeriod)
 
     def postpone_election(self) -> None:
         """Restart the election timer after a long pause of the tick thread (loading a large
@@ -350,3 +386,29 @@ class DurableSyncObj(SyncObj):
         if journal is None:
             raise RuntimeError("a peer message before the durable journal was installed")
         journal.sync()
+
+    def ships_before_sync(self, message: Any) -> bool:
+        """Whether ``message`` may leave before the journal is synced: only a leader's
+        ``append_entries``, which `_SyncObj__sendAppendEntries` follows with a sync."""
+        return (
+            isinstance(message, dict)
+            and message.get("type") == "append_entries"
+            and bool(self._isLeader())
+        )
+
+    def _SyncObj__sendAppendEntries(self) -> None:
+        """pysyncobj's leader send of ``append_entries`` to every follower, then the sync of
+        the entries shipped: it runs while the followers receive, sync and answer."""
+        SyncObj._SyncObj__sendAppendEntries(self)  # type: ignore[attr-defined]
+        self.sync_journal()
+
+    def _SyncObj__applyLogEntries(self) -> bool:
+        """pysyncobj's apply; the ``append_entries`` it asks for after applying (news: the
+        commit index only) is deferred to the next heartbeat, due within one poll period."""
+        if not SyncObj._SyncObj__applyLogEntries(self):  # type: ignore[attr-defined]
+            return False
+        if self._isLeader():
+            due_s = monotonic() + self._commit_notice_delay_s
+            if due_s < getattr(self, NEXT_APPEND_ENTRIES_ATTRIBUTE):
+                setattr(self, NEXT_APPEND_ENTRIES_ATTRIBUTE, due_s)
+        return False

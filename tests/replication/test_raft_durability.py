@@ -10,12 +10,22 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from pysyncobj import SyncObj
 from pysyncobj.journal import FileJournal
+from pysyncobj.monotonic import monotonic
+from pysyncobj.transport import TCPTransport
 from raft_helpers import Cluster, campaign_batch, has_campaign, propose, wait_for
 
 from budgetd.ledger import Ledger
 from budgetd.replication import EXIT_NODE_BROKEN, Outcome
-from budgetd.replication.durability import DurableJournal, reconcile_journal, rewrite_journal
+from budgetd.replication.durability import (
+    NEXT_APPEND_ENTRIES_ATTRIBUTE,
+    DurableJournal,
+    DurableSyncObj,
+    DurableTransport,
+    reconcile_journal,
+    rewrite_journal,
+)
 from budgetd.replication.snapshot import (
     DumpError,
     DumpHeader,
@@ -37,6 +47,79 @@ def journal_entries(path: Path) -> list[tuple[bytes, int, int]]:
 
 def entries(first: int, last: int, term: int = 1) -> list[tuple[bytes, int, int]]:
     return [(f"cmd{i}".encode(), i, term) for i in range(first, last + 1)]
+
+
+class _StubSyncObj:
+    """What DurableTransport asks of its SyncObj, recording the syncs."""
+
+    ships_before_sync = DurableSyncObj.ships_before_sync
+
+    def __init__(self, order: list[str], *, leader: bool) -> None:
+        self.order = order
+        self.leader = leader
+
+    def _isLeader(self) -> bool:
+        return self.leader
+
+    def sync_journal(self) -> None:
+        self.order.append("sync")
+
+
+@pytest.mark.parametrize(
+    ("message_type", "leader", "synced_first"),
+    [
+        ("next_node_idx", False, True),  # a follower's ack
+        ("response_vote", False, True),  # a vote granted
+        ("request_vote", False, True),  # a candidate's vote request (its log's last index)
+        ("apply_command_response", True, True),
+        ("append_entries", True, False),  # a leader ships, then syncs (Raft §10.2.1)
+        ("append_entries", False, True),  # not from a leader: never early
+    ],
+)
+def test_only_a_leaders_append_entries_leaves_before_the_journal_sync(
+    monkeypatch: pytest.MonkeyPatch, message_type: str, leader: bool, synced_first: bool
+) -> None:
+    order: list[str] = []
+
+    def send(self: TCPTransport, node: object, message: dict[str, object]) -> bool:
+        order.append(f"send {message['type']}")
+        return True
+
+    monkeypatch.setattr(TCPTransport, "send", send)
+    transport = DurableTransport.__new__(DurableTransport)
+    transport._syncObj = _StubSyncObj(order, leader=leader)
+    assert transport.send(object(), {"type": message_type, "term": 1})
+    assert order == (
+        ["sync", f"send {message_type}"] if synced_first else [f"send {message_type}"]
+    )
+
+
+def test_a_leader_syncs_right_after_shipping_and_defers_the_commit_notice(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After `_SyncObj__sendAppendEntries` the journal is synced; after an apply, the
+    append_entries pysyncobj asks for is not sent at once but due within one poll period."""
+    order: list[str] = []
+    monkeypatch.setattr(
+        SyncObj, "_SyncObj__sendAppendEntries", lambda self: order.append("ship"), raising=True
+    )
+    monkeypatch.setattr(SyncObj, "_SyncObj__applyLogEntries", lambda self: True, raising=True)
+    obj = DurableSyncObj.__new__(DurableSyncObj)
+    monkeypatch.setattr(obj, "sync_journal", lambda: order.append("sync"), raising=False)
+    monkeypatch.setattr(obj, "_isLeader", lambda: True, raising=False)
+    obj._commit_notice_delay_s = 0.005
+    obj._SyncObj__sendAppendEntries()  # type: ignore[attr-defined]
+    assert order == ["ship", "sync"]
+    far = monotonic() + 100.0
+    setattr(obj, NEXT_APPEND_ENTRIES_ATTRIBUTE, far)
+    before = monotonic()
+    assert obj._SyncObj__applyLogEntries() is False  # type: ignore[attr-defined]
+    due = getattr(obj, NEXT_APPEND_ENTRIES_ATTRIBUTE)
+    assert before < due <= monotonic() + 0.005
+    soon = monotonic() - 1.0  # a heartbeat already due stays due
+    setattr(obj, NEXT_APPEND_ENTRIES_ATTRIBUTE, soon)
+    assert obj._SyncObj__applyLogEntries() is False  # type: ignore[attr-defined]
+    assert getattr(obj, NEXT_APPEND_ENTRIES_ATTRIBUTE) == soon
 
 
 def test_compaction_replaces_the_journal_file_atomically(tmp_path: Path) -> None:
