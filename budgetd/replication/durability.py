@@ -399,13 +399,13 @@ class DurableSyncObj(SyncObj):
     def _SyncObj__sendAppendEntries(self) -> None:
         """pysyncobj's leader send of ``append_entries`` to every follower, then the sync of
         the entries shipped: it runs while the followers receive, sync and answer."""
-        SyncObj._SyncObj__sendAppendEntries(self)  # type: ignore[attr-defined]
+        SyncObj._SyncObj__sendAppendEntries(self)
         self.sync_journal()
 
     def _SyncObj__applyLogEntries(self) -> bool:
         """pysyncobj's apply; the ``append_entries`` it asks for after applying (news: the
         commit index only) is deferred to the next heartbeat, due within one poll period."""
-        if not SyncObj._SyncObj__applyLogEntries(self):  # type: ignore[attr-defined]
+        if not SyncObj._SyncObj__applyLogEntries(self):
             return False
         if self._isLeader():
             due_s = monotonic() + self._commit_notice_delay_s

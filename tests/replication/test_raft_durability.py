@@ -89,9 +89,7 @@ def test_only_a_leaders_append_entries_leaves_before_the_journal_sync(
     transport = DurableTransport.__new__(DurableTransport)
     transport._syncObj = _StubSyncObj(order, leader=leader)
     assert transport.send(object(), {"type": message_type, "term": 1})
-    assert order == (
-        ["sync", f"send {message_type}"] if synced_first else [f"send {message_type}"]
-    )
+    assert order == (["sync", f"send {message_type}"] if synced_first else [f"send {message_type}"])
 
 
 def test_a_leader_syncs_right_after_shipping_and_defers_the_commit_notice(
