@@ -59,7 +59,8 @@ class RaftSettings:
     #: Take a snapshot (full dump) after this many log entries, or this much time.
     snapshot_entries: int = 20_000
     snapshot_interval_ms: int = 300_000
-    #: Tick-thread poll period.
+    #: Tick-thread poll period; also how long a leader may hold back the commit index it sends
+    #: after applying (followers apply an entry within about one tick of the leader).
     tick_ms: int = 5
 
 

@@ -144,7 +144,9 @@ def build_conf(
         # durability wrapper is installed before the first tick and close() can stop and join it.
         autoTick=False,
         # doTick's poll timeout: how long the tick thread sleeps when nothing happens. Commands
-        # wake it at once through pysyncobj's pipe notifier (appendEntriesUseBatch=False).
+        # wake it at once through pysyncobj's pipe notifier (appendEntriesUseBatch=False). It also
+        # bounds how long the leader holds back the commit-index-only append_entries after an
+        # apply (budgetd.replication.durability).
         autoTickPeriod=_seconds(raft.tick_ms),
         # With autoTick off the constructor spins on bind until it succeeds; one attempt makes
         # a node whose address is taken fail at start instead.
