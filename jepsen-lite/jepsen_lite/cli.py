@@ -146,7 +146,8 @@ def _private_run_dir() -> None:
 @click.pass_context
 def cli(context: click.Context, store: Path) -> None:
     """jepsen-lite: budgetd's fault-injection tests."""
-    context.obj = store
+    # Absolute: a run links its logs to the sandbox's resolved paths.
+    context.obj = store.resolve()
 
 
 def _csv(_context: click.Context, _param: click.Parameter, value: str) -> tuple[str, ...]:

@@ -144,11 +144,14 @@ def test_fault_kind_keeps_every_checker_valid(case: str, tmp_path: Path) -> None
 
 
 def jepsen_lite(store: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI run from the store's parent, given the store as a relative path (as a user
+    typing ``--store runs`` does)."""
     path = os.pathsep.join(str(REPO / p) for p in ("jepsen-lite", "client", "."))
     environment = {**os.environ, "PYTHONPATH": path}
     environment.pop("JEPSEN_LITE_NAMESPACED", None)
     return subprocess.run(
-        [sys.executable, "-m", "jepsen_lite", "--store", str(store), *args],
+        [sys.executable, "-m", "jepsen_lite", "--store", store.name, *args],
+        cwd=store.parent,
         capture_output=True,
         text=True,
         env=environment,
