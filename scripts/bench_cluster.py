@@ -43,6 +43,8 @@ from bench_etcd import EtcdBudgets, etcd_cluster
 from budgetd.localcluster import LocalCluster
 
 CAMPAIGNS = 100
+#: The parts of the benchmark (``--only``).
+PARTS = ("latency", "concurrent", "batch", "failover")
 MSGPACK = "application/msgpack"
 
 
@@ -298,28 +300,34 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     "batch": [],
                     "failover_s": [],
                 }
+                only = args.only
                 for _ in range(args.repeats):
-                    report["latency"].append(
-                        await latency_one_client(budgetd_reserve(client, url), 50 if quick else 500)
-                    )
-                    before = await held_total(client, url)
-                    run_64 = await concurrent_reserves(
-                        budgetd_reserve(client, url), 64, 1 if quick else 10
-                    )
-                    taken = await held_total(client, url) - before
-                    run_64["conservation_holds"] = taken == run_64["granted_micros"]
-                    report["concurrent_64"].append(run_64)
-                    report["batch"].append(
-                        await batch_reserves(
-                            client, url, 8, 100 if quick else 500, 1 if quick else 10
+                    if "latency" in only:
+                        report["latency"].append(
+                            await latency_one_client(
+                                budgetd_reserve(client, url), 50 if quick else 500
+                            )
                         )
-                    )
-                for _ in range(args.repeats):
+                    if "concurrent" in only:
+                        before = await held_total(client, url)
+                        run_64 = await concurrent_reserves(
+                            budgetd_reserve(client, url), 64, 1 if quick else 10
+                        )
+                        taken = await held_total(client, url) - before
+                        run_64["conservation_holds"] = taken == run_64["granted_micros"]
+                        report["concurrent_64"].append(run_64)
+                    if "batch" in only:
+                        report["batch"].append(
+                            await batch_reserves(
+                                client, url, 8, 100 if quick else 500, 1 if quick else 10
+                            )
+                        )
+                for _ in range(args.repeats if "failover" in only else 0):
                     report["failover_s"].append(await failover(cluster, client))
                     url = await leader_url(cluster, client)
         finally:
             cluster.stop_all()
-        if args.vs_etcd:
+        if args.vs_etcd and {"latency", "concurrent"} <= args.only:
             report["etcd"] = await etcd_side(args, Path(folder) / "etcd")
     return report
 
@@ -345,7 +353,15 @@ def main() -> None:
         help="refuse to run while the 1-minute load average is above this (default 0.5)",
     )
     parser.add_argument("--force", action="store_true", help="run even on a busy machine")
+    parser.add_argument(
+        "--only",
+        default=",".join(PARTS),
+        help=f"comma-separated parts to run (default: all of {','.join(PARTS)})",
+    )
     args = parser.parse_args()
+    args.only = set(args.only.split(","))
+    if not args.only <= set(PARTS):
+        parser.error(f"--only takes parts of {','.join(PARTS)}")
     if args.quick:
         args.repeats = 1
     load = os.getloadavg()[0]
@@ -355,20 +371,25 @@ def main() -> None:
             " figures would measure the other load. Retry when idle, or pass --force."
         )
     report = asyncio.run(run(args))
-    summary = {
-        "reserve_latency_1_client_p50_ms": median_of(report["latency"], "p50_ms"),
-        "reserve_latency_1_client_p99_ms": median_of(report["latency"], "p99_ms"),
-        "reserve_64_clients_ops_per_s": median_of(report["concurrent_64"], "ops_per_s"),
-        "reserve_64_clients_p50_ms": median_of(report["concurrent_64"], "p50_ms"),
-        "reserve_64_clients_p99_ms": median_of(report["concurrent_64"], "p99_ms"),
-        "batch_reserve_ops_per_s": median_of(report["batch"], "ops_per_s"),
-        "failover_s_median": statistics.median(report["failover_s"]),
-        "repeats": args.repeats,
-    }
-    summary["budgetd_conservation_holds"] = all(
-        run["conservation_holds"] for run in report["concurrent_64"]
-    )
-    if args.vs_etcd:
+    summary: dict[str, float] = {}
+    if report["latency"]:
+        summary["reserve_latency_1_client_p50_ms"] = median_of(report["latency"], "p50_ms")
+        summary["reserve_latency_1_client_p99_ms"] = median_of(report["latency"], "p99_ms")
+    if report["concurrent_64"]:
+        summary |= {
+            "reserve_64_clients_ops_per_s": median_of(report["concurrent_64"], "ops_per_s"),
+            "reserve_64_clients_p50_ms": median_of(report["concurrent_64"], "p50_ms"),
+            "reserve_64_clients_p99_ms": median_of(report["concurrent_64"], "p99_ms"),
+        }
+        summary["budgetd_conservation_holds"] = all(
+            run["conservation_holds"] for run in report["concurrent_64"]
+        )
+    if report["batch"]:
+        summary["batch_reserve_ops_per_s"] = median_of(report["batch"], "ops_per_s")
+    if report["failover_s"]:
+        summary["failover_s_median"] = statistics.median(report["failover_s"])
+    summary["repeats"] = args.repeats
+    if "etcd" in report:
         etcd = report["etcd"]
         summary |= {
             "etcd_latency_1_client_p50_ms": median_of(etcd["latency"], "p50_ms"),
