@@ -16,8 +16,8 @@ import ssl
 import sys
 import time
 import urllib.parse
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Final, NoReturn
 
 import click

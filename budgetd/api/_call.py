@@ -66,8 +66,11 @@ async def read_body(request: web.Request) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise too_large
     try:
-        async with asyncio.timeout(settings.body_timeout_ms / 1000):
+        if request.content.is_eof():  # all of it has arrived: reading it cannot wait
             data = await request.read()
+        else:
+            async with asyncio.timeout(settings.body_timeout_ms / 1000):
+                data = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise too_large from None
     except TimeoutError:
