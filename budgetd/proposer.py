@@ -322,7 +322,7 @@ class Proposer:
         """End OutcomeUnknown every request past its deadline, queued or in flight (its entry
         may still be applied later). The queue is in deadline order, as are an entry's
         requests."""
-        expired = []
+        expired: list[_Request] = []
         for entry in self._inflight:
             if entry.requests[0].deadline_s <= now_s:
                 expired.extend(r for r in entry.requests if r.deadline_s <= now_s)

@@ -257,7 +257,8 @@ class _RequestIds:
         self._counter = itertools.count(secrets.randbits(32))
 
     def __call__(self) -> str:
-        return f"{self._prefix}{next(self._counter) & 0xFFFF_FFFF_FFFF_FFFF:016x}"
+        # Starting below 2**32, the counter needs 2**64 - 2**32 ids to outgrow 16 digits.
+        return f"{self._prefix}{next(self._counter):016x}"
 
 
 _new_request_id: Final = _RequestIds()

@@ -114,9 +114,7 @@ def encode(
     else:
         data = json.dumps(body, separators=(",", ":"), allow_nan=False).encode("utf-8")
         content_type = PROBLEM_JSON if problem else JSON
-    response = web.Response(body=data, status=status, headers=headers)
-    response.content_type = content_type
-    return response
+    return web.Response(body=data, status=status, headers=headers, content_type=content_type)
 
 
 def encode_error(request: web.BaseRequest, error: ApiError) -> web.Response:
