@@ -16,8 +16,9 @@ import ssl
 import sys
 import time
 import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, Final, NoReturn
 
 import click
 
@@ -25,6 +26,24 @@ from budgetd.settings import SettingsError
 
 DEV_DIR_DEFAULT = ".budgetd-dev"
 URL_DEFAULT = "http://127.0.0.1:8080"
+
+
+#: ``budgetd run --event-loop``: auto is uvloop when it is installed, else asyncio's own loop.
+EVENT_LOOPS: Final = ("auto", "uvloop", "asyncio")
+
+
+def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The factory of the node's event loop (None: asyncio's default)."""
+    if name == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if name == "uvloop":
+            _fail("--event-loop uvloop: uvloop is not installed")
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
@@ -55,7 +74,18 @@ def main() -> None:
 @click.option(
     "--access-log", is_flag=True, help="Log every HTTP request (off: the hot path logs nothing)."
 )
-def run(config_path: str, log_level: str, log_format: str, access_log: bool) -> None:
+@click.option(
+    "--event-loop",
+    envvar="BUDGETD_EVENT_LOOP",
+    default="auto",
+    show_default=True,
+    type=click.Choice(EVENT_LOOPS),
+    help="The node's asyncio loop: uvloop (libuv), asyncio (the stdlib's), auto: uvloop when "
+    "installed.",
+)
+def run(
+    config_path: str, log_level: str, log_format: str, access_log: bool, event_loop: str
+) -> None:
     """Run one node from a TOML config file."""
     from budgetd import settings as settings_module
 
@@ -72,7 +102,8 @@ def run(config_path: str, log_level: str, log_format: str, access_log: bool) -> 
     from budgetd.replication import ReplicationError
 
     try:
-        asyncio.run(serve(settings, access_log=access_log))
+        with asyncio.Runner(loop_factory=_loop_factory(event_loop)) as runner:
+            runner.run(serve(settings, access_log=access_log))
     except (SettingsError, TokensError) as error:
         _fail(f"config: {error}")
     except (OSError, ReplicationError) as error:

@@ -12,7 +12,9 @@ previous one is being replicated. Each entry carries one timestamp, stamped here
 Outcomes (research/jepsen.md §7): the log says OK (results come back), FAILED (definitely not
 applied → `Unavailable`) or UNKNOWN (`OutcomeUnknown`). A request not answered within
 ``request_timeout_ms`` is `OutcomeUnknown`; its entry may still be applied later, which is why
-every mutating op carries an idempotency key.
+every mutating op carries an idempotency key. One sweep task ends the requests and entries past
+their deadlines (no timer per request), and the log's callbacks, on its own thread, wake the event
+loop once for all the entries that ended meanwhile.
 """
 
 from __future__ import annotations
@@ -40,8 +42,10 @@ log = logging.getLogger("budgetd.proposer")
 BATCH_OPS_BUCKETS: Final = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 BATCH_BYTES_BUCKETS: Final = (256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304)
 
-#: How often stuck in-flight entries are looked for (their callback may never come: research
-#: pysyncobj.md §1.3, a partitioned leader's writes wait until the partition heals).
+#: How often requests past their deadline and stuck in-flight entries are looked for (an entry's
+#: callback may never come: research pysyncobj.md §1.3, a partitioned leader's writes wait until
+#: the partition heals); at most a tenth of proposer.request_timeout_ms, so a request ends at most
+#: 10 % after its deadline.
 _SWEEP_PERIOD_S = 0.25
 
 
@@ -87,6 +91,8 @@ class SystemClock:
 class _Request:
     ops: list[dict[str, Any]]
     future: asyncio.Future[list[dict[str, Any]]]
+    #: The event loop's time past which the request ends OutcomeUnknown.
+    deadline_s: float
 
 
 @dataclass(slots=True)
@@ -107,12 +113,6 @@ class ProposerStats:
     requests_rejected_queue_full: int = 0
 
 
-def _consume(future: asyncio.Future[list[dict[str, Any]]]) -> None:
-    """Mark a late exception as seen: its caller may have given up (timeout) already."""
-    if not future.cancelled():
-        future.exception()
-
-
 class Proposer:
     """Turns `submit` and `barrier` calls into log entries. Create and use on one event loop."""
 
@@ -126,6 +126,10 @@ class Proposer:
         self._queued_ops = 0
         self._inflight: list[_Entry] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: Entries the log has ended, handed over from its thread; the loop is woken once for
+        #: all of them (``_wake_pending`` says a wake-up is on its way).
+        self._ended: deque[tuple[_Entry, LogOutcome, list[dict[str, Any]] | None, str]] = deque()
+        self._wake_pending = False
         self._tasks: list[asyncio.Task[None]] = []
         self.stats = ProposerStats()
         #: Ops and encoded bytes of each log entry proposed.
@@ -144,7 +148,8 @@ class Proposer:
         return self._log.applied_index()
 
     async def start(self) -> None:
-        """Start the pulse and sweep tasks (on the running loop)."""
+        """Start the pulse and sweep tasks (on the running loop); the sweep ends the requests
+        past proposer.request_timeout_ms."""
         self._loop = asyncio.get_running_loop()
         self._tasks = [
             asyncio.create_task(self._pulse_forever(), name="budgetd-pulse"),
@@ -187,18 +192,12 @@ class Proposer:
         loop = asyncio.get_running_loop()
         self._loop = loop
         future: asyncio.Future[list[dict[str, Any]]] = loop.create_future()
-        future.add_done_callback(_consume)
-        self._queue.append(_Request(ops, future))
+        deadline_s = loop.time() + self._settings.request_timeout_ms / 1000
+        self._queue.append(_Request(ops, future, deadline_s))
         self._queued_ops += len(ops)
         self._flush()
-        timeout_s = self._settings.request_timeout_ms / 1000
-        try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout_s)
-        except TimeoutError:
-            self.stats.requests_timed_out += 1
-            raise OutcomeUnknown(
-                f"no answer from the log within {self._settings.request_timeout_ms} ms"
-            ) from None
+        # A caller that goes away cancels the future: a request still queued is then dropped.
+        return await future
 
     def _flush(self) -> None:
         settings = self._settings
@@ -243,8 +242,14 @@ class Proposer:
                 entry: _Entry = entry,
                 loop: asyncio.AbstractEventLoop = loop,
             ) -> None:
-                with contextlib.suppress(RuntimeError):  # loop closed at shutdown
-                    loop.call_soon_threadsafe(self._finish, entry, outcome, results, reason)
+                # Any thread. The loop clears _wake_pending before it takes the ended entries,
+                # so an entry appended here is either taken by a wake-up still to come or
+                # triggers one.
+                self._ended.append((entry, outcome, results, reason))
+                if not self._wake_pending:
+                    self._wake_pending = True
+                    with contextlib.suppress(RuntimeError):  # loop closed at shutdown
+                        loop.call_soon_threadsafe(self._take_ended)
 
             try:
                 self._log.propose(entry_bytes, on_done)
@@ -252,12 +257,23 @@ class Proposer:
                 log.warning("proposal failed before reaching the log: %r", error)
                 self._finish(entry, LogOutcome.FAILED, None, f"not proposed: {error!r}")
 
+    def _take_ended(self) -> None:
+        """On the loop: end every entry the log has ended since the last wake-up, then fill the
+        freed slots."""
+        self._wake_pending = False
+        ended = self._ended
+        while ended:
+            self._finish(*ended.popleft(), flush=False)
+        self._flush()
+
     def _finish(
         self,
         entry: _Entry,
         outcome: LogOutcome,
         results: list[dict[str, Any]] | None,
         reason: str,
+        *,
+        flush: bool = True,
     ) -> None:
         if entry.done:
             return
@@ -287,15 +303,40 @@ class Proposer:
             for request in entry.requests:
                 if not request.future.done():
                     request.future.set_exception(error)
-        self._flush()
+        if flush:
+            self._flush()
 
     async def _sweep_forever(self) -> None:
+        timeout_ms = self._settings.request_timeout_ms
+        period_s = min(_SWEEP_PERIOD_S, timeout_ms / 10_000)
+        loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(_SWEEP_PERIOD_S)
+            await asyncio.sleep(period_s)
+            self._expire_requests(loop.time())
             now = self._clock.monotonic_s()
             for entry in list(self._inflight):
                 if entry.deadline_s <= now:
                     self._finish(entry, LogOutcome.UNKNOWN, None, "no callback from the log")
+
+    def _expire_requests(self, now_s: float) -> None:
+        """End OutcomeUnknown every request past its deadline, queued or in flight (its entry
+        may still be applied later). The queue is in deadline order, as are an entry's
+        requests."""
+        expired: list[_Request] = []
+        for entry in self._inflight:
+            if entry.requests[0].deadline_s <= now_s:
+                expired.extend(r for r in entry.requests if r.deadline_s <= now_s)
+        for request in self._queue:
+            if request.deadline_s > now_s:
+                break
+            expired.append(request)
+        timeout_ms = self._settings.request_timeout_ms
+        for request in expired:
+            if not request.future.done():
+                self.stats.requests_timed_out += 1
+                request.future.set_exception(
+                    OutcomeUnknown(f"no answer from the log within {timeout_ms} ms")
+                )
 
     async def _pulse_forever(self) -> None:
         period_s = self._settings.pulse_interval_ms / 1000

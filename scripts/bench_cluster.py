@@ -3,7 +3,6 @@
 
     .venv/bin/python scripts/bench_cluster.py            # about 3 minutes
     .venv/bin/python scripts/bench_cluster.py --quick    # a few seconds, to check it still runs
-    .venv/bin/python scripts/bench_cluster.py --only latency,concurrent   # parts 1 and 2 only
 
 Starts `budgetd run` processes (fsync'd acknowledgements on, as always), creates campaigns, drives
 load over HTTP/msgpack from this process, and stops every process it started. Each figure is the
@@ -44,7 +43,7 @@ from bench_etcd import EtcdBudgets, etcd_cluster
 from budgetd.localcluster import LocalCluster
 
 CAMPAIGNS = 100
-#: The parts of the benchmark, in the order they run (--only picks some).
+#: The parts of the benchmark (``--only``).
 PARTS = ("latency", "concurrent", "batch", "failover")
 MSGPACK = "application/msgpack"
 
@@ -198,6 +197,30 @@ async def batch_reserves(
     return {"ops_per_s": done / (time.monotonic() - started)}
 
 
+def cpu_s(cluster: LocalCluster) -> dict[str, float]:
+    """CPU seconds (user + system) each running node has used so far, by node id (Linux)."""
+    ticks_per_s = os.sysconf("SC_CLK_TCK")
+    used = {}
+    for node in cluster.nodes:
+        if node.process is not None and node.running:
+            fields = Path(f"/proc/{node.process.pid}/stat").read_text().rpartition(")")[2].split()
+            used[node.node_id] = (int(fields[11]) + int(fields[12])) / ticks_per_s
+    return used
+
+
+def cpu_per_op(
+    cluster: LocalCluster, leader_url: str, before: dict[str, float], ops: float
+) -> dict[str, float]:
+    """The leader's and the whole cluster's CPU microseconds per op since ``before``."""
+    after = cpu_s(cluster)
+    leader = next(node.node_id for node in cluster.nodes if node.url == leader_url)
+    spent = {node_id: after[node_id] - before[node_id] for node_id in before}
+    return {
+        "leader_cpu_us_per_op": 1e6 * spent[leader] / max(ops, 1),
+        "cluster_cpu_us_per_op": 1e6 * sum(spent.values()) / max(ops, 1),
+    }
+
+
 async def held_total(client: Client, url: str) -> int:
     status, body = await client.call(
         url, "GET", "/v1/campaigns/bench?consistency=strong", None, key=False
@@ -311,30 +334,37 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         )
                     if "concurrent" in only:
                         before = await held_total(client, url)
+                        seconds = 1 if quick else 10
+                        cpu_before = cpu_s(cluster)
                         run_64 = await concurrent_reserves(
-                            budgetd_reserve(client, url), 64, 1 if quick else 10
+                            budgetd_reserve(client, url), 64, seconds
                         )
+                        ops = run_64["ops_per_s"] * seconds
+                        run_64 |= cpu_per_op(cluster, url, cpu_before, ops)
                         taken = await held_total(client, url) - before
                         run_64["conservation_holds"] = taken == run_64["granted_micros"]
                         report["concurrent_64"].append(run_64)
                     if "batch" in only:
-                        report["batch"].append(
-                            await batch_reserves(
-                                client, url, 8, 100 if quick else 500, 1 if quick else 10
-                            )
+                        seconds = 1 if quick else 10
+                        cpu_before = cpu_s(cluster)
+                        run_batch = await batch_reserves(
+                            client, url, 8, 100 if quick else 500, seconds
                         )
+                        ops = run_batch["ops_per_s"] * seconds
+                        run_batch |= cpu_per_op(cluster, url, cpu_before, ops)
+                        report["batch"].append(run_batch)
                 for _ in range(args.repeats if "failover" in only else 0):
                     report["failover_s"].append(await failover(cluster, client))
                     url = await leader_url(cluster, client)
         finally:
             cluster.stop_all()
-        if args.vs_etcd:
+        if args.vs_etcd and {"latency", "concurrent"} <= args.only:
             report["etcd"] = await etcd_side(args, Path(folder) / "etcd")
     return report
 
 
 def median_of(runs: list[dict[str, float]], key: str) -> float:
-    return statistics.median(run[key] for run in runs) if runs else float("nan")
+    return statistics.median(run[key] for run in runs)
 
 
 def main() -> None:
@@ -356,13 +386,13 @@ def main() -> None:
     parser.add_argument("--force", action="store_true", help="run even on a busy machine")
     parser.add_argument(
         "--only",
-        type=lambda text: set(text.split(",")),
-        default=set(PARTS),
-        help=f"run only these parts, comma-separated (default: all of {','.join(PARTS)})",
+        default=",".join(PARTS),
+        help=f"comma-separated parts to run (default: all of {','.join(PARTS)})",
     )
     args = parser.parse_args()
+    args.only = set(args.only.split(","))
     if not args.only <= set(PARTS):
-        parser.error(f"--only takes {','.join(PARTS)}")
+        parser.error(f"--only takes parts of {','.join(PARTS)}")
     if args.quick:
         args.repeats = 1
     load = os.getloadavg()[0]
@@ -372,22 +402,33 @@ def main() -> None:
             " figures would measure the other load. Retry when idle, or pass --force."
         )
     report = asyncio.run(run(args))
-    summary = {
-        "reserve_latency_1_client_p50_ms": median_of(report["latency"], "p50_ms"),
-        "reserve_latency_1_client_p99_ms": median_of(report["latency"], "p99_ms"),
-        "reserve_64_clients_ops_per_s": median_of(report["concurrent_64"], "ops_per_s"),
-        "reserve_64_clients_p50_ms": median_of(report["concurrent_64"], "p50_ms"),
-        "reserve_64_clients_p99_ms": median_of(report["concurrent_64"], "p99_ms"),
-        "batch_reserve_ops_per_s": median_of(report["batch"], "ops_per_s"),
-        "failover_s_median": (
-            statistics.median(report["failover_s"]) if report["failover_s"] else float("nan")
-        ),
-        "repeats": args.repeats,
-    }
-    summary["budgetd_conservation_holds"] = all(
-        run["conservation_holds"] for run in report["concurrent_64"]
-    )
-    if args.vs_etcd:
+    summary: dict[str, float] = {}
+    if report["latency"]:
+        summary["reserve_latency_1_client_p50_ms"] = median_of(report["latency"], "p50_ms")
+        summary["reserve_latency_1_client_p99_ms"] = median_of(report["latency"], "p99_ms")
+    if report["concurrent_64"]:
+        summary |= {
+            "reserve_64_clients_ops_per_s": median_of(report["concurrent_64"], "ops_per_s"),
+            "reserve_64_clients_p50_ms": median_of(report["concurrent_64"], "p50_ms"),
+            "reserve_64_clients_p99_ms": median_of(report["concurrent_64"], "p99_ms"),
+            "reserve_64_clients_leader_cpu_us_per_op": median_of(
+                report["concurrent_64"], "leader_cpu_us_per_op"
+            ),
+            "reserve_64_clients_cluster_cpu_us_per_op": median_of(
+                report["concurrent_64"], "cluster_cpu_us_per_op"
+            ),
+        }
+        summary["budgetd_conservation_holds"] = all(
+            run["conservation_holds"] for run in report["concurrent_64"]
+        )
+    if report["batch"]:
+        summary["batch_reserve_ops_per_s"] = median_of(report["batch"], "ops_per_s")
+        summary["batch_leader_cpu_us_per_op"] = median_of(report["batch"], "leader_cpu_us_per_op")
+        summary["batch_cluster_cpu_us_per_op"] = median_of(report["batch"], "cluster_cpu_us_per_op")
+    if report["failover_s"]:
+        summary["failover_s_median"] = statistics.median(report["failover_s"])
+    summary["repeats"] = args.repeats
+    if "etcd" in report:
         etcd = report["etcd"]
         summary |= {
             "etcd_latency_1_client_p50_ms": median_of(etcd["latency"], "p50_ms"),

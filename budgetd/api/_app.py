@@ -1,6 +1,7 @@
 """The aiohttp application: the route table with each route's access, authentication, the
-per-token rate limit, and the middlewares that forward a follower's request to the leader, turn
-every error into a problem, audit admin routes and measure every request.
+per-token rate limit, and the one middleware that settles the request id, forwards a follower's
+request to the leader, turns every error into a problem, audits admin routes and measures every
+request.
 
 Imports aiohttp, prometheus_client and the api's own modules; never pysyncobj.
 """
@@ -10,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import itertools
 import logging
 import re
+import secrets
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -198,28 +200,16 @@ def _service_problem(error: ServiceError, request: web.Request) -> ApiError:
     )
 
 
-@web.middleware
-async def _problems(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Every error leaves as a problem object, encoded as the caller accepts. A request that
-    met NotLeader with a known leader is forwarded there, unless `forwarding.wanted` says no."""
-    try:
-        try:
-            return await handler(request)
-        except NotLeader as error:
-            if error.leader_http is None or not forwarding.wanted(request):
-                raise
-            leader_http = error.leader_http
-        return await forwarding.forward(request, leader_http)
-    except ApiError as error:
+def _problem_response(request: web.Request, error: Exception) -> web.Response:
+    """The problem answer for ``error`` raised by a route handler; re-raises what is not ours."""
+    if isinstance(error, ApiError):
         response = encode_error(request, error)
         if error.code == "request_timeout":
             response.force_close()  # the rest of the body is never read
         return response
-    except ServiceError as error:
+    if isinstance(error, ServiceError):
         return encode_error(request, _service_problem(error, request))
-    except web.HTTPException as error:
+    if isinstance(error, web.HTTPException):
         if error.status == 404:
             return encode_error(request, ApiError("not_found", f"no route {request.path}"))
         if error.status == 405:
@@ -230,98 +220,107 @@ async def _problems(
             )
         if error.status == 413:
             return encode_error(request, ApiError("payload_too_large", error.text or "too large"))
-        raise
-    except Exception:
-        log.exception("%s %s failed", request.method, request.path)
-        detail = "internal error; a write may or may not have been applied"
-        return encode_error(request, ApiError("internal_error", detail))
+        raise error
+    log.exception("%s %s failed", request.method, request.path, exc_info=error)
+    detail = "internal error; a write may or may not have been applied"
+    return encode_error(request, ApiError("internal_error", detail))
+
+
+async def _answer(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """The route's answer, every error turned into a problem object encoded as the caller
+    accepts. A request that met NotLeader with a known leader is forwarded there, unless
+    `forwarding.wanted` says no."""
+    try:
+        try:
+            return await handler(request)
+        except NotLeader as error:
+            if error.leader_http is None or not forwarding.wanted(request):
+                raise
+            leader_http = error.leader_http
+        return await forwarding.forward(request, leader_http)
+    except Exception as error:
+        return _problem_response(request, error)
 
 
 #: A caller's request id is kept when it is this (else a new one is made up).
 _REQUEST_ID: Final = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 
 
+class _RequestIds:
+    """Made-up request ids: 32 hex digits, a random prefix drawn once per process and a
+    counter, unique within the process and across processes with overwhelming probability."""
+
+    def __init__(self) -> None:
+        self._prefix = secrets.token_hex(8)
+        self._counter = itertools.count(secrets.randbits(32))
+
+    def __call__(self) -> str:
+        # Starting below 2**32, the counter needs 2**64 - 2**32 ids to outgrow 16 digits.
+        return f"{self._prefix}{next(self._counter):016x}"
+
+
+_new_request_id: Final = _RequestIds()
+
+
 @web.middleware
-async def _request_id(
+async def _serve(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """Settle the request's id (the caller's X-Request-Id if well formed, else a new uuid),
-    bind it to the request's log records and echo it in the answer."""
-    given = request.headers.get(forwarding.REQUEST_ID, "")
-    request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+    """Around every request, in one layer: settle its id (the caller's X-Request-Id if well
+    formed, else a new one), bind it to the request's log records and echo it in the answer;
+    turn every error into a problem (`_answer`); measure latency and status, labelled by route
+    template (bounded), not path; and write one audit record per call of an admin route,
+    refused or not, with its final status."""
+    started_s = time.perf_counter()
+    given = request.headers.get(forwarding.REQUEST_ID)
+    request_id = given if given and _REQUEST_ID.fullmatch(given) else _new_request_id()
     request[forwarding.REQUEST_ID_KEY] = request_id
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(request_id=request_id)
+    status = audit_status = 500
     try:
-        response = await handler(request)
+        response = await _answer(request, handler)
+        status = audit_status = response.status
     except web.HTTPException as error:
+        status = error.status
         error.headers[forwarding.REQUEST_ID] = request_id
+        raise
+    except asyncio.CancelledError:
+        status = audit_status = 499  # the client went away
         raise
     finally:
         structlog.contextvars.clear_contextvars()
-    response.headers[forwarding.REQUEST_ID] = request_id
-    return response
-
-
-@web.middleware
-async def _audit(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """One audit record per call of an admin route, refused or not, with its final status."""
-    route = request.match_info.route
-    resource = route.resource
-    template = resource.canonical if resource is not None else ""
-    if request.app[ACCESS].get((route.method, template)) is not Access.ADMIN:
-        return await handler(request)
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    except asyncio.CancelledError:
-        status = 499
-        raise
-    finally:
-        caller = request.get(CALLER)
-        match = request.match_info
-        request.app[AUDIT].record(
-            token_name=None if caller is None else caller.name,
-            remote=request.remote,
-            request_id=request.headers.get(REQUEST_ID),
-            method=request.method,
-            route=template,
-            target=request.get(TARGET) or match.get("id") or match.get("rid"),
-            status=status,
-        )
-
-
-@web.middleware
-async def _measure(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Latency and status of every request, labelled by route template (bounded), not path."""
-    started_s = time.perf_counter()
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    except web.HTTPException as error:
-        status = error.status
-        raise
-    except asyncio.CancelledError:
-        status = 499  # the client went away
-        raise
-    finally:
         route = request.match_info.route
         resource = route.resource
         if resource is None:
             method, label = "other", UNMATCHED
         else:
             method, label = route.method, resource.canonical
-        request.app[METRICS].observe(
+        app = request.app
+        app[METRICS].observe(
             method=method, route=label, status=status, seconds=time.perf_counter() - started_s
         )
+        if resource is not None and app[ACCESS].get((method, label)) is Access.ADMIN:
+            _audit(request, label, audit_status)
+    response.headers[forwarding.REQUEST_ID] = request_id
+    return response
+
+
+def _audit(request: web.Request, template: str, status: int) -> None:
+    """One audit record per call of an admin route, refused or not, with its final status."""
+    caller = request.get(CALLER)
+    match = request.match_info
+    request.app[AUDIT].record(
+        token_name=None if caller is None else caller.name,
+        remote=request.remote,
+        request_id=request.headers.get(REQUEST_ID),
+        method=request.method,
+        route=template,
+        target=request.get(TARGET) or match.get("id") or match.get("rid"),
+        status=status,
+    )
 
 
 async def _reload_tokens(app: web.Application) -> AsyncIterator[None]:
@@ -361,7 +360,7 @@ def make_app(
         value = getattr(settings, name)
         assert type(value) is int and value >= 1, f"api.{name} must be a positive integer"
     app = web.Application(
-        middlewares=[_request_id, _measure, _audit, _problems],
+        middlewares=[_serve],
         client_max_size=settings.body_bytes_max,
     )
     app[SERVICE] = service

@@ -62,14 +62,20 @@ async def read_body(request: web.Request) -> bytes:
     api.body_timeout_ms (a slow client must not hold a handler)."""
     settings = request.app[SETTINGS]
     limit = settings.body_bytes_max
-    too_large = ApiError("payload_too_large", f"a request body holds at most {limit} bytes")
+
+    def too_large() -> ApiError:
+        return ApiError("payload_too_large", f"a request body holds at most {limit} bytes")
+
     if request.content_length is not None and request.content_length > limit:
-        raise too_large
+        raise too_large()
     try:
-        async with asyncio.timeout(settings.body_timeout_ms / 1000):
+        if request.content.is_eof():  # all of it has arrived: reading it cannot wait
             data = await request.read()
+        else:
+            async with asyncio.timeout(settings.body_timeout_ms / 1000):
+                data = await request.read()
     except web.HTTPRequestEntityTooLarge:
-        raise too_large from None
+        raise too_large() from None
     except TimeoutError:
         raise ApiError(
             "request_timeout",
@@ -77,7 +83,7 @@ async def read_body(request: web.Request) -> bytes:
             f"was written",
         ) from None
     if len(data) > limit:
-        raise too_large
+        raise too_large()
     return data
 
 
@@ -108,6 +114,8 @@ class Call:
     def query(self, allowed: Collection[str] = ()) -> dict[str, str]:
         """The query parameters; an unknown or repeated one is refused."""
         found: dict[str, str] = {}
+        if not self.request.query_string:
+            return found
         for name, value in self.request.query.items():
             if name not in allowed:
                 known = ", ".join(allowed) or "none"

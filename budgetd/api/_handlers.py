@@ -328,12 +328,22 @@ async def batch(call: Call) -> web.Response:
         detail = f"a batch holds at most {limit} ops, got {len(raw_ops)}"
         raise ApiError("payload_too_large", detail)
     ops: list[dict[str, Any]] = call.check(bodies.BATCH, value)["ops"]
+    caller = call.caller
+    assert caller is not None
+    allowed: set[str] = set()  # campaigns the caller may spend on, seen in this batch
     for index, op in enumerate(ops):
         if "min_amount_micros" in op:
             _check_minimum(op, f"ops[{index}]")
-        if "campaign_id" in op:
-            call.require_spend(op["campaign_id"], f"ops[{index}]")
+        campaign_id = op.get("campaign_id")
+        if campaign_id is not None and campaign_id not in allowed:
+            call.require_spend(campaign_id, f"ops[{index}]")
+            allowed.add(campaign_id)
     results = await _unknown_reservations(call, ops)
+    if not results:  # every op goes to the log
+        submitted = await call.submit(ops)
+        call.metrics.batch_ops.observe(len(ops))
+        rendered = [render_op_result(op, result) for op, result in zip(ops, submitted, strict=True)]
+        return call.respond({"results": rendered})
     pending = [index for index in range(len(ops)) if index not in results]
     if pending:
         submitted = await call.submit([ops[index] for index in pending])

@@ -78,10 +78,23 @@ class ApiMetrics:
             registry=registry,
             buckets=BATCH_OPS_BUCKETS,
         )
+        #: The labelled latency histogram and request counter of each (method, route, status).
+        self._children: dict[tuple[str, str, int], tuple[Histogram, Counter]] = {}
 
     def observe(self, *, method: str, route: str, status: int, seconds: float) -> None:
-        self.latency.labels(method, route, outcome_of(status)).observe(seconds)
-        self.requests.labels(method, route, str(status)).inc()
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:
+            # Label sets are bounded: methods and route templates are the router's, statuses
+            # are the API's.
+            children = (
+                self.latency.labels(method, route, outcome_of(status)),
+                self.requests.labels(method, route, str(status)),
+            )
+            self._children[key] = children
+        latency, requests = children
+        latency.observe(seconds)
+        requests.inc()
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

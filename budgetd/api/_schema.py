@@ -2,7 +2,9 @@
 as JSON Schema for the OpenAPI document, so the two cannot disagree.
 
 Owns no routes and no HTTP. Imports only the stdlib. A failed check raises `Invalid` with the
-path of the offending field (``ops[3].amount_micros``).
+path of the offending field (``ops[3].amount_micros``). Closed objects and arrays check their
+members without building those paths; only when one fails are they checked again with paths, for
+the error (checks are pure, so the second run fails the same way).
 """
 
 from __future__ import annotations
@@ -227,7 +229,11 @@ class Array(Schema):
         ):
             bound = f"at most {self.max_items}" if self.max_items is not None else "any number of"
             raise Invalid(path, f"must hold at least {self.min_items} and {bound} items")
-        return [self.items.check(item, f"{path}[{index}]") for index, item in enumerate(value)]
+        check = self.items.check
+        try:
+            return [check(item) for item in value]
+        except Invalid:
+            return [check(item, f"{path}[{index}]") for index, item in enumerate(value)]
 
     def json_schema(self) -> dict[str, Any]:
         schema: dict[str, Any] = {"type": "array", "items": self.items.json_schema()}
@@ -255,20 +261,30 @@ class Object(Schema):
     def check(self, value: Any, path: str = "") -> Any:
         if type(value) is not dict:
             raise Invalid(path, f"must be an object, got {_describe(value)}")
+        properties = self.properties
         if self.closed:
-            unknown = [name for name in value if name not in self.properties]
-            if unknown:
+            # The common case: every field known and valid, every required one there.
+            try:
+                checked = {name: properties[name].check(item) for name, item in value.items()}
+            except (KeyError, Invalid):
+                pass
+            else:
+                if checked.keys() >= self.required:
+                    return checked
+            # Something is wrong: find what, and where.
+            if not value.keys() <= properties.keys():
+                unknown = [name for name in value if name not in properties]
                 names = ", ".join(sorted(quoted(name) for name in unknown)[:NAMES_SHOWN_MAX])
                 more = len(unknown) - NAMES_SHOWN_MAX
                 suffix = f" and {more} more" if more > 0 else ""
                 raise Invalid(path, f"has unknown field(s): {names}{suffix}")
-        missing = sorted(self.required - value.keys())
-        if missing:
+        if not value.keys() >= self.required:
+            missing = sorted(self.required - value.keys())
             raise Invalid(path, f"misses required field(s): {', '.join(missing)}")
         return {
-            name: self.properties[name].check(item, _join(path, name))
+            name: properties[name].check(item, _join(path, name))
             for name, item in value.items()
-            if name in self.properties
+            if name in properties
         }
 
     def json_schema(self) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import asyncio
 import json
 import logging
 import ssl
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from aiohttp import web
 from aiohttp.http_exceptions import LineTooLong
@@ -73,11 +73,12 @@ class _Refused(asyncio.Protocol):
         self._answer = answer
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.WriteTransport)
-        transport.write(self._answer)
-        transport.close()  # flushes the answer first
+        # A stream transport (uvloop's does not derive from asyncio.WriteTransport).
+        stream = cast(asyncio.Transport, transport)
+        stream.write(self._answer)
+        stream.close()  # flushes the answer first
         loop = asyncio.get_running_loop()
-        loop.call_later(_REFUSED_LINGER_S, transport.abort)
+        loop.call_later(_REFUSED_LINGER_S, stream.abort)
 
     def data_received(self, data: bytes) -> None:
         pass  # the request is not read

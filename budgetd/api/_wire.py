@@ -60,9 +60,26 @@ def decode(content_type: str, data: bytes) -> Any:
     raise invalid(f"Content-Type {content_type!r} is not supported: send {JSON} or {MSGPACK}")
 
 
+#: ``wants_msgpack``'s answers for the Accept headers seen most recently (clients send few
+#: distinct ones); the cache holds at most this many.
+_ACCEPT_CACHE_MAX: Final = 64
+_accept_cache: dict[str, bool] = {}
+
+
 def wants_msgpack(accept: str) -> bool:
     """Whether ``Accept`` prefers msgpack to JSON. A tie goes to msgpack (a client names it only
     on purpose); without either named, JSON."""
+    answer = _accept_cache.get(accept)
+    if answer is None:
+        answer = _wants_msgpack(accept)
+        if len(accept) <= 256:
+            if len(_accept_cache) >= _ACCEPT_CACHE_MAX:
+                _accept_cache.clear()
+            _accept_cache[accept] = answer
+    return answer
+
+
+def _wants_msgpack(accept: str) -> bool:
     quality_msgpack = quality_json = 0.0
     for part in accept.split(","):
         media, *params = part.split(";")
@@ -97,9 +114,7 @@ def encode(
     else:
         data = json.dumps(body, separators=(",", ":"), allow_nan=False).encode("utf-8")
         content_type = PROBLEM_JSON if problem else JSON
-    response = web.Response(body=data, status=status, headers=headers)
-    response.content_type = content_type
-    return response
+    return web.Response(body=data, status=status, headers=headers, content_type=content_type)
 
 
 def encode_error(request: web.BaseRequest, error: ApiError) -> web.Response:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from functools import partial
 from typing import Any
 
 import pytest
@@ -214,6 +215,61 @@ async def test_an_unanswered_request_times_out_as_unknown_and_frees_its_slot() -
         assert (await task)[0]["code"] == "ok"
     finally:
         await proposer.close()
+
+
+async def test_a_request_that_times_out_while_queued_is_never_proposed() -> None:
+    log = ScriptedLog()
+    clock = FakeClock()  # the held entry's own deadline does not pass: its slot stays taken
+    proposer = Proposer(log, settings(request_timeout_ms=50, inflight_batches_max=1), clock=clock)
+    await proposer.start()
+    try:
+        first = asyncio.create_task(proposer.submit([put("acme")]))
+        await until(lambda: len(log.entries) == 1)
+        with pytest.raises(OutcomeUnknown):
+            await proposer.submit([put("beta")])  # queued behind the held entry
+        log.apply_next()
+        with pytest.raises(OutcomeUnknown):
+            await first  # it too timed out before its entry was applied
+        await until(lambda: proposer.inflight_entries == 0)
+        assert proposer.queued_ops == 0 and log.entries == []
+        assert proposer.stats.requests_timed_out == 2
+        assert log.ledger.campaign("beta") is None
+    finally:
+        await proposer.close()
+
+
+async def test_a_cancelled_caller_s_queued_request_is_not_proposed() -> None:
+    log = ScriptedLog()
+    proposer = Proposer(log, settings(inflight_batches_max=1))
+    first = asyncio.create_task(proposer.submit([put("acme")]))
+    await until(lambda: len(log.entries) == 1)
+    gone = asyncio.create_task(proposer.submit([put("beta")]))
+    await asyncio.sleep(0)
+    gone.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    log.apply_next()
+    assert (await first)[0]["code"] == "ok"
+    assert log.entries == [] and proposer.queued_ops == 0
+
+
+async def test_entries_ended_together_are_all_answered() -> None:
+    log = ScriptedLog()
+    proposer = Proposer(log, settings(inflight_batches_max=3, batch_ops_max=1))
+    tasks = [asyncio.create_task(proposer.submit([put(f"c{index}")])) for index in range(3)]
+    await until(lambda: len(log.entries) == 3)
+    callbacks = []
+    for _ in range(3):
+        entry, callback = log.entries.pop(0)
+        callbacks.append(
+            partial(callback, LogOutcome.OK, log.ledger.apply_batch(*decode_batch(entry)), "")
+        )
+    ender = threading.Thread(target=lambda: [callback() for callback in callbacks])
+    ender.start()
+    ender.join()  # three entries ended on the log's thread before the loop ran again
+    results = await asyncio.gather(*tasks)
+    assert [result[0]["code"] for result in results] == ["ok"] * 3
+    assert proposer.inflight_entries == 0
 
 
 async def test_barriers_ride_along_and_return_the_applied_index() -> None:
