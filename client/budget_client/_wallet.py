@@ -198,9 +198,12 @@ class Wallet:
         self._slice: _Slice | None = None  # where try_hold looks first
         self._holds: deque[Hold] = deque()
         self._rate = 1.0
-        #: Wins with no op yet: (reservation id, None for direct spend; amount; billing id).
-        self._wins: list[tuple[int | None, int, str | None]] = []
+        #: Wins with no op yet: (reservation id, None for direct spend; amount; billing id; the
+        #: slice's granted micros). Plain values only, so the collector can stop tracking them.
+        self._wins: list[tuple[int | None, int, str | None, int]] = []
         self._backlog: dict[str, dict[str, Any]] = {}  # ops to send, by idempotency key
+        #: Wins carried by each backlog op that carries more than one (merged anonymous wins).
+        self._op_wins: dict[str, int] = {}
         self._won_total_micros = 0
         self._committed_micros = 0
         self._failed_wins = 0
@@ -273,14 +276,15 @@ class Wallet:
             s.holds_open -= 1
             if clearing_price_micros < hold.amount_micros:
                 s.available_micros += hold.amount_micros - clearing_price_micros
-            reservation_id: int | None = s.reservation_id
+            self._wins.append(
+                (s.reservation_id, clearing_price_micros, billing_id, s.granted_micros)
+            )
         elif state == _WON:
             return
         else:  # given back already (timeout or loss): its money may be spent again elsewhere
             hold.state = _WON
-            reservation_id = None
+            self._wins.append((None, clearing_price_micros, billing_id, 0))
         self._won_total_micros += clearing_price_micros
-        self._wins.append((reservation_id, clearing_price_micros, billing_id))
         if len(self._wins) >= self.settings.flush_wins_max:
             self._wake.set()
 
@@ -358,8 +362,12 @@ class Wallet:
                 if self._mode in ("starting", "online"):
                     self._mode = "offline"
                 return
+            done: list[str] = []
             for op, result in zip(chunk, results, strict=True):
-                self._settle(op, result, sent_at)
+                if self._settle(op, result, sent_at):
+                    done.append(str(op["idempotency_key"]))
+            if self._spool is not None and done:
+                self._spool.done(done)
         self._mode_ok(self._clock())
 
     def _mode_ok(self, now: float) -> None:
@@ -367,11 +375,11 @@ class Wallet:
         if self._mode in ("starting", "offline"):
             self._mode = "online"
 
-    def _settle(self, op: dict[str, Any], result: object, sent_at: float) -> None:
-        key = str(op["idempotency_key"])
+    def _settle(self, op: dict[str, Any], result: object, sent_at: float) -> bool:
+        """Act on one op's answer; True when it was a win's op, now answered for good."""
         kind = op["op"]
         if isinstance(result, OutcomeUnknown):
-            return  # stays where it is: the same key next round
+            return False  # stays where it is: the same key next round
         if kind == "reserve":
             assert self._refill is not None and self._refill[0] is op
             first_sent_s = self._refill[1]
@@ -384,30 +392,33 @@ class Wallet:
                 else:
                     log.warning("wallet %s: reserve refused: %s", self.campaign_id, result)
                     self._refill_blocked_until_s = sent_at + self.settings.refuse_backoff_ms / 1000
-            return
+            return False
         if kind == "release":
             for s in self._slices:
                 if s.reservation_id == op["reservation_id"]:
                     s.released = True
             self._slices = [s for s in self._slices if not s.released]
-            return
-        # a win: commit or spend
+            return False
+        # a win (or several merged): commit or spend
+        key = op["idempotency_key"]
         del self._backlog[key]
-        done = [key]
-        if isinstance(result, Committed | Spent):
-            self._committed_micros += int(op["amount_micros"])
+        wins = self._op_wins.pop(key, 1) if self._op_wins else 1
+        if type(result) is Committed or type(result) is Spent:
+            self._committed_micros += op["amount_micros"]
         elif (
             isinstance(result, Refused) and kind == "commit" and result.code in _FALL_BACK_TO_SPEND
         ):
             spend = self._spend_op(key[2:], int(op["amount_micros"]))
-            self._backlog[str(spend["idempotency_key"])] = spend
+            spend_key = str(spend["idempotency_key"])
+            self._backlog[spend_key] = spend
+            if wins > 1:
+                self._op_wins[spend_key] = wins
             if self._spool is not None:
                 self._spool.written([spend])
         else:
-            self._failed_wins += 1
+            self._failed_wins += wins
             log.error("wallet %s: win refused for good: %s %s", self.campaign_id, op, result)
-        if self._spool is not None:
-            self._spool.done(done)
+        return True
 
     def _add_slice(self, grant: Granted, first_sent_s: float) -> None:
         lifetime_s = (self.settings.ttl_ms - self.settings.expiry_margin_ms) / 1000
@@ -433,18 +444,32 @@ class Wallet:
         return f"{kind}:{self._key_prefix}.{self._seq}"
 
     def _take_wins(self) -> None:
-        """Give each new win its op and key; write them to the spool before they are sent."""
+        """Give each new win its op and key; write them to the spool before they are sent.
+
+        A win with a billing id gets its own op, keyed by it. Wins without one against the same
+        slice are merged into one commit (one op, one key, one ledger entry), at most the slice's
+        granted_micros per commit: the ledger counts the same spend either way."""
         if not self._wins:
             return
         wins, self._wins = self._wins, []
+        backlog = self._backlog
+        op_wins = self._op_wins
+        merged: dict[int, dict[str, Any]] = {}  # reservation id -> this round's anonymous commit
         new_ops = []
-        for reservation_id, amount, billing_id in wins:
+        for reservation_id, amount, billing_id, granted in wins:
+            op: dict[str, Any] | None
+            if billing_id is None and reservation_id is not None:
+                op = merged.get(reservation_id)
+                if op is not None and op["amount_micros"] + amount <= granted:
+                    op["amount_micros"] += amount
+                    key = op["idempotency_key"]
+                    op_wins[key] = op_wins.get(key, 1) + 1
+                    continue
             if billing_id is not None:
                 base = _key_base(billing_id)
             else:
                 self._seq += 1
                 base = f"{self._key_prefix}.{self._seq}"
-            op: dict[str, Any]
             if reservation_id is not None:
                 op = {
                     "op": "commit",
@@ -452,11 +477,14 @@ class Wallet:
                     "reservation_id": reservation_id,
                     "amount_micros": amount,
                 }
+                if billing_id is None:
+                    merged[reservation_id] = op
             else:
                 op = self._spend_op(base, amount)
-            if op["idempotency_key"] in self._backlog:
+            key = op["idempotency_key"]
+            if key in backlog:
                 continue  # the same billing id twice: one win
-            self._backlog[str(op["idempotency_key"])] = op
+            backlog[key] = op
             new_ops.append(op)
         if self._spool is not None:
             self._spool.written(new_ops)
@@ -547,8 +575,10 @@ class Wallet:
         on_hold = sum(h.amount_micros for h in self._holds if h.state == _OPEN)
         available = sum(s.available_micros for s in live if now < s.stop_s)
         pending_ops = [op for op in self._backlog.values() if op["op"] in ("commit", "spend")]
-        pending = len(self._wins) + len(pending_ops)
-        pending_micros = sum(a for _, a, _ in self._wins) + sum(
+        pending = len(self._wins) + sum(
+            self._op_wins.get(op["idempotency_key"], 1) for op in pending_ops
+        )
+        pending_micros = sum(win[1] for win in self._wins) + sum(
             int(op["amount_micros"]) for op in pending_ops
         )
         return WalletState(
