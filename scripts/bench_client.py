@@ -259,6 +259,7 @@ async def round_trips(bids: int, *, bid_rate_per_s: float, win_share: float) -> 
     wallet = Wallet(client, "acme", settings, clock=lambda: now[0], random=rng.random)
     await wallet.start(background=False)
     flush_s = settings.flush_interval_ms / 1000
+    tick = getattr(wallet, "_tick", wallet.sync)  # what the background task does each tick
     next_flush = now[0] + flush_s
     warm = bids // 5
     start_requests = 0
@@ -273,7 +274,7 @@ async def round_trips(bids: int, *, bid_rate_per_s: float, win_share: float) -> 
             else:
                 wallet.loss(hold)
         if now[0] >= next_flush or len(wallet._wins) >= settings.flush_wins_max:
-            await wallet.sync()
+            await tick()
             next_flush = now[0] + flush_s
     requests = ledger.requests - start_requests
     await client.close()

@@ -76,8 +76,14 @@ class WalletSettings:
     rate_window_s: float = 10.0
     #: A hold with no win or loss after this long is given back (a later win becomes spend).
     hold_timeout_ms: int = 2_000
-    #: Wins are sent as commits every flush_interval_ms, or at once when flush_wins_max wait.
+    #: The background task's tick: every flush_interval_ms it gives back timed-out holds, turns
+    #: new wins into ops (written to the spool, if any) and asks for a refill when due ...
     flush_interval_ms: int = 50
+    #: ... and sends the waiting wins once the oldest has waited send_interval_ms, or at once
+    #: when flush_wins_max wait or a refill or release goes anyway (one round trip carries all).
+    #: A win's money is already held in its slice, so waiting spends nothing twice; it keeps
+    #: the round trips of a wallet near 1000 / send_interval_ms per second.
+    send_interval_ms: int = 250
     flush_wins_max: int = 500
     #: Ops per /v1/batch request (the server's api.batch_ops_max is 1000 by default).
     batch_ops_max: int = 1000
@@ -105,6 +111,7 @@ class WalletSettings:
         assert 1 <= self.flush_wins_max <= self.pending_wins_max
         assert 1 <= self.batch_ops_max <= 1000
         assert self.flush_interval_ms >= 1 and self.hold_timeout_ms >= 1
+        assert self.send_interval_ms >= 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +209,7 @@ class Wallet:
         #: slice's granted micros). Plain values only, so the collector can stop tracking them.
         self._wins: list[tuple[int | None, int, str | None, int]] = []
         self._backlog: dict[str, dict[str, Any]] = {}  # ops to send, by idempotency key
+        self._backlog_since_s: float | None = None  # when the oldest unsent win op was made
         #: Wins carried by each backlog op that carries more than one (merged anonymous wins).
         self._op_wins: dict[str, int] = {}
         self._won_total_micros = 0
@@ -317,7 +325,12 @@ class Wallet:
             self._wake.clear()
             if self._mode in ("closing", "closed"):
                 break
-            await self.sync()
+            await self._tick()
+
+    async def _tick(self) -> None:
+        """What the background task does every flush_interval_ms."""
+        async with self._sync_lock:
+            await self._sync_once(refill=self._mode not in ("closing", "closed"), hold_wins=True)
 
     async def sync(self) -> None:
         """One round of upkeep: give back timed-out holds, retire dead slices, and send the
@@ -325,11 +338,17 @@ class Wallet:
         async with self._sync_lock:
             await self._sync_once(refill=self._mode not in ("closing", "closed"))
 
-    async def _sync_once(self, *, refill: bool, release_all: bool = False) -> None:
+    async def _sync_once(
+        self, *, refill: bool, release_all: bool = False, hold_wins: bool = False
+    ) -> None:
+        """``hold_wins``: keep the wins back (spooled) unless send_interval_ms has passed since
+        the oldest was taken, flush_wins_max wait, or a refill or release is sent anyway."""
         now = self._clock()
         self._sweep(now)
         self._sample(now)
         self._take_wins()
+        if self._backlog_since_s is None and self._backlog:
+            self._backlog_since_s = now
         ops = list(self._backlog.values())
         reserve_op: dict[str, Any] | None = None
         if refill and self._refill is None and self._wants_refill(now):
@@ -346,6 +365,16 @@ class Wallet:
         elif refill and self._refill is not None:
             reserve_op = self._refill[0]
         releases = self._releases(now, release_all=release_all)
+        if (
+            hold_wins
+            and ops
+            and reserve_op is None
+            and not releases
+            and len(ops) < self.settings.flush_wins_max
+            and self._backlog_since_s is not None
+            and now - self._backlog_since_s < self.settings.send_interval_ms / 1000
+        ):
+            ops = []  # not yet: they wait in the backlog (and the spool)
         all_ops = ops + ([reserve_op] if reserve_op else []) + releases
         if not all_ops:
             self._mode_ok(now)
@@ -368,6 +397,7 @@ class Wallet:
                     done.append(str(op["idempotency_key"]))
             if self._spool is not None and done:
                 self._spool.done(done)
+        self._backlog_since_s = now if self._backlog else None
         self._mode_ok(self._clock())
 
     def _mode_ok(self, now: float) -> None:

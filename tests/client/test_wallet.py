@@ -291,3 +291,37 @@ async def test_a_merged_commit_never_exceeds_its_slice_and_falls_back_to_spend_w
     state = wallet.state()
     assert state.pending_commits == 0 and state.committed_micros == 1_600
     assert ledger.spent_micros == 1_600
+
+
+async def test_the_background_tick_spools_wins_at_once_and_sends_them_after_send_interval(
+    tmp_path: Path,
+):
+    spool = tmp_path / "acme.spool"
+    ledger = FakeLedger(budget_micros=10**6)
+    wallet, _, clock = make(
+        ledger,
+        spool_path=str(spool),
+        send_interval_ms=250,
+        flush_wins_max=3,
+        slice_min_micros=10_000,
+    )
+    await wallet.start(background=False)
+    sent = len(ledger.batches)
+    hold = wallet.try_hold(100)
+    assert hold is not None
+    wallet.win(hold, 80, billing_id="imp-1")
+    await wallet._tick()
+    assert len(ledger.batches) == sent and '"w:imp-1"' in spool.read_text()
+    clock.now_s += 0.2
+    await wallet._tick()
+    assert len(ledger.batches) == sent and wallet.state().pending_commits == 1
+    clock.now_s += 0.05
+    await wallet._tick()
+    assert len(ledger.batches) == sent + 1 and ledger.spent_micros == 80
+    for i in range(3):  # flush_wins_max wins go at once
+        hold = wallet.try_hold(100)
+        assert hold is not None
+        wallet.win(hold, 50, billing_id=f"imp-{i + 2}")
+    await wallet._tick()
+    assert len(ledger.batches) == sent + 2 and ledger.spent_micros == 230
+    assert wallet.state().pending_commits == 0
