@@ -76,13 +76,13 @@ def build_tree(ledger: Ledger, campaigns: int, *, at_ms: int) -> list[str]:
     return leaves
 
 
-def mix_ops(leaves: list[str], count: int, *, seed: int) -> list[dict[str, Any]]:
+def mix_ops(leaves: list[str], count: int, *, seed: int, first_id: int = 1) -> list[dict[str, Any]]:
     """A 70/25/5 reserve/commit/release mix. Reservation ids are predicted: every reserve here is
-    granted, and the ledger numbers reservations 1, 2, 3, ... in order."""
+    granted, and the ledger numbers reservations ``first_id``, ``first_id + 1``, ... in order."""
     rng = random.Random(seed)
     ops: list[dict[str, Any]] = []
     open_ids: list[int] = []
-    next_id = 1
+    next_id = first_id
     for index in range(count):
         roll = rng.random()
         key = f"bidder-{index % 64}:{index}"
@@ -174,7 +174,9 @@ def rss_bytes() -> int:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def fill_reservations(ledger: Ledger, leaves: list[str], count: int, *, step_ms: int) -> int:
+def fill_reservations(
+    ledger: Ledger, leaves: list[str], count: int, *, step_ms: int, ttl_ms: int = 86_400_000
+) -> int:
     now = ledger.now_ms
     for start in range(0, count, 1000):
         now += step_ms
@@ -184,7 +186,7 @@ def fill_reservations(ledger: Ledger, leaves: list[str], count: int, *, step_ms:
                 "idempotency_key": f"fill-{i}",
                 "campaign_id": leaves[i % len(leaves)],
                 "amount_micros": 1_000 + i % 1_000,
-                "ttl_ms": 86_400_000,
+                "ttl_ms": ttl_ms,
                 "bidder_id": f"bidder-{i % 64}",
             }
             for i in range(start, min(start + 1000, count))
@@ -249,6 +251,168 @@ def bench_snapshot(campaigns: int, reservations: int, repeats: int) -> dict[str,
     }
 
 
+def _scale_child(campaigns: int, reservations: int, mix_count: int) -> dict[str, float]:
+    """Runs in a fresh interpreter: every cost at one size of the ledger, in CPU seconds (the
+    machine may be shared)."""
+    ledger = Ledger()
+    started = time.process_time()
+    leaves = build_tree(ledger, campaigns, at_ms=START_MS)
+    build_s = time.process_time() - started
+    gctune.tune_for_node()
+    before = rss_bytes()
+    started = time.process_time()
+    # 1 h slices: they all expire before the New York day of START_MS ends (no roll-over inside).
+    now = fill_reservations(ledger, leaves, reservations, step_ms=1, ttl_ms=3_600_000)
+    fill_s = time.process_time() - started
+    gc.collect()
+    bytes_per_reservation = (rss_bytes() - before) / reservations
+    ops = mix_ops(leaves, mix_count, seed=0, first_id=reservations + 1)
+    batches = [ops[i : i + 100] for i in range(0, len(ops), 100)]
+    started = time.process_time()
+    for chunk in batches:
+        now += 1
+        ledger.apply_batch(now, chunk)
+    mix_s = time.process_time() - started
+    started = time.process_time()
+    ledger.apply_batch(now + 60_000, [])  # the mix's own slices expire
+    mix_expiry_s = time.process_time() - started
+    now += 60_000
+    started = time.process_time()
+    ledger.apply_batch(now, [{"op": "pulse"}])  # control: every campaign's rate
+    pulse_s = time.process_time() - started
+    del ops, batches
+    gc.collect()
+    started = time.process_time()
+    data = encode_snapshot(ledger)
+    encode_s = time.process_time() - started
+    started = time.process_time()
+    restored = decode_snapshot(data)
+    decode_s = time.process_time() - started
+    started = time.process_time()
+    digest = ledger.digest()
+    digest_s = time.process_time() - started
+    if restored.digest() != digest:
+        raise SystemExit("snapshot round trip changed the digest")
+    size = len(data)
+    del restored, data
+    gc.collect()
+    open_before = ledger.stats()["open_reservations"]
+    started = time.process_time()
+    ledger.apply_batch(now + 3_600_000, [])  # every reservation's time is up
+    sweep_s = time.process_time() - started
+    expired = open_before - ledger.stats()["open_reservations"]
+    if expired < reservations:
+        raise SystemExit(f"only {expired} of {reservations} reservations expired")
+    ledger.check_invariants()
+    return {
+        "campaigns": campaigns,
+        "open_reservations": reservations,
+        "build_campaigns_us_per_campaign": build_s / campaigns * 1e6,
+        "fill_reserves_per_s": reservations / fill_s,
+        "mix_ops_per_s": mix_count / mix_s,
+        "bytes_per_open_reservation": bytes_per_reservation,
+        "pulse_control_ms": pulse_s * 1e3,
+        "mix_expiry_ms": mix_expiry_s * 1e3,
+        "snapshot_bytes": size,
+        "encode_s": encode_s,
+        "decode_s": decode_s,
+        "digest_s": digest_s,
+        "encode_us_per_reservation": encode_s / reservations * 1e6,
+        "decode_us_per_reservation": decode_s / reservations * 1e6,
+        "sweep_s": sweep_s,
+        "sweep_us_per_expired": sweep_s / expired * 1e6,
+    }
+
+
+def _campaigns_child(campaigns: int) -> dict[str, float]:
+    """Runs in a fresh interpreter: put_campaign with ids in random order (children of 100 roots),
+    the cost per new campaign over the last tenth; then one control pulse over all of them."""
+    rng = random.Random(campaigns)
+    ledger = Ledger()
+    roots = [f"adv{r}" for r in range(100)]
+    ledger.apply_batch(
+        START_MS,
+        [
+            {"op": "put_campaign", "campaign_id": root, "currency": "USD", "timezone": "UTC"}
+            for root in roots
+        ]
+        + [{"op": "pulse"}],
+    )
+    ops = [
+        {"op": "put_campaign", "campaign_id": f"{rng.choice(roots)}:{rng.getrandbits(60):x}"}
+        for _ in range(campaigns)
+    ]
+    gctune.tune_for_node()
+    tenth = max(1_000, campaigns // 10)
+    late_s = 0.0
+    for start in range(0, campaigns, 1000):
+        started = time.process_time()
+        results = ledger.apply_batch(START_MS, ops[start : start + 1000])
+        if start >= campaigns - tenth:
+            late_s += time.process_time() - started
+        assert results[0]["code"] == "ok", results[0]
+    started = time.process_time()
+    ledger.apply_batch(START_MS + 60_000, [{"op": "pulse"}])
+    pulse_s = time.process_time() - started
+    return {
+        "campaigns": campaigns,
+        "put_campaign_us_last_tenth": late_s / tenth * 1e6,
+        "pulse_control_ms": pulse_s * 1e3,
+    }
+
+
+def bench_campaign_scale(sizes: list[int], repeats: int) -> list[dict[str, Any]]:
+    runs: dict[int, list[dict[str, float]]] = {size: [] for size in sizes}
+    with multiprocessing.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
+        for _ in range(repeats):
+            for size in sizes:
+                runs[size].append(pool.apply(_campaigns_child, (size,)))
+    return [
+        {key: statistics.median(run[key] for run in runs[size]) for key in runs[size][0]}
+        for size in sizes
+    ]
+
+
+def bench_scale(
+    campaigns: int, sizes: list[int], mix_count: int, repeats: int
+) -> list[dict[str, Any]]:
+    """Each size in a fresh process, sizes alternating within each repeat; medians per size."""
+    runs: dict[int, list[dict[str, float]]] = {size: [] for size in sizes}
+    with multiprocessing.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
+        for _ in range(repeats):
+            for size in sizes:
+                runs[size].append(pool.apply(_scale_child, (campaigns, size, mix_count)))
+    out = []
+    for size in sizes:
+        row: dict[str, Any] = {
+            key: statistics.median(run[key] for run in runs[size]) for key in runs[size][0]
+        }
+        row["repeats"] = repeats
+        out.append(row)
+    return out
+
+
+def print_scale(rows: list[dict[str, Any]]) -> None:
+    columns = (
+        ("open_reservations", "open", "{:,.0f}"),
+        ("fill_reserves_per_s", "fill/s", "{:,.0f}"),
+        ("mix_ops_per_s", "mix ops/s", "{:,.0f}"),
+        ("bytes_per_open_reservation", "B/resv", "{:,.0f}"),
+        ("pulse_control_ms", "pulse ms", "{:,.1f}"),
+        ("encode_us_per_reservation", "enc us/r", "{:.2f}"),
+        ("decode_us_per_reservation", "dec us/r", "{:.2f}"),
+        ("encode_s", "enc s", "{:.3f}"),
+        ("decode_s", "dec s", "{:.3f}"),
+        ("digest_s", "digest s", "{:.3f}"),
+        ("sweep_us_per_expired", "sweep us/r", "{:.2f}"),
+        ("sweep_s", "sweep s", "{:.3f}"),
+    )
+    print(f"scaling, {rows[0]['campaigns']:,} campaigns, median of {rows[0]['repeats']}:")
+    print("  ".join(f"{title:>11}" for _, title, _ in columns))
+    for row in rows:
+        print("  ".join(f"{fmt.format(row[key]):>11}" for key, _, fmt in columns))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -256,7 +420,40 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks that it runs")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
+    parser.add_argument(
+        "--scale",
+        action="store_true",
+        help="only the scaling series: 1k, 100k, 1M open reservations, then 10k, 100k, 1M "
+        "campaigns (--quick: smaller)",
+    )
+    parser.add_argument("--scale-campaigns", type=int, default=10_000)
+    parser.add_argument(
+        "--campaign-series", action="store_true", help="only the campaigns part of --scale"
+    )
     args = parser.parse_args()
+    if args.scale or args.campaign_series:
+        rows = []
+        if args.scale:
+            sizes_open = [1_000, 10_000] if args.quick else [1_000, 100_000, 1_000_000]
+            rows = bench_scale(
+                args.scale_campaigns, sizes_open, 5_000 if args.quick else 100_000, args.repeats
+            )
+            print_scale(rows)
+        sizes_campaigns = [1_000, 10_000] if args.quick else [10_000, 100_000, 1_000_000]
+        campaign_rows = bench_campaign_scale(sizes_campaigns, args.repeats)
+        print(f"campaigns in random id order, CPU, median of {args.repeats}:")
+        print(f"{'campaigns':>11}  {'put us':>11}  {'pulse ms':>11}")
+        for row in campaign_rows:
+            print(
+                f"{row['campaigns']:>11,}  {row['put_campaign_us_last_tenth']:>11.1f}  "
+                f"{row['pulse_control_ms']:>11.1f}"
+            )
+        args.out.mkdir(exist_ok=True)
+        path = args.out / f"ledger-scale-{time.strftime('%Y%m%dT%H%M%S')}.json"
+        report = {"python": sys.version.split()[0], "scale": rows, "campaigns": campaign_rows}
+        path.write_text(json.dumps(report, indent=2))
+        print(f"wrote {path}")
+        return
     if args.quick:
         sizes = {
             "campaigns": 1_000,

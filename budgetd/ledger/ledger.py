@@ -52,6 +52,7 @@ from budgetd.ledger.limits import (
     Limits,
 )
 from budgetd.ledger.pacing import ASAP, PPM, TRAFFIC_SHAPED, allowance_micros
+from budgetd.ledger.sortedids import SortedIds
 from budgetd.ledger.state import CLOSED, EXPIRED, OPEN, STATE_NAMES, Campaign, DayCounters
 from budgetd.ledger.state import Reservation as _Reservation
 
@@ -198,7 +199,7 @@ class Ledger:
         self.limits = limits or Limits()
         self._now_ms = 0
         self._campaigns: dict[str, Campaign] = {}
-        self._campaign_ids_sorted: list[str] = []
+        self._campaign_ids_sorted = SortedIds()
         self._campaign_seq = 0
         self._roll_heap: list[tuple[int, int, str]] = []
         self._reservations: dict[int, _Reservation] = {}
@@ -797,7 +798,7 @@ class Ledger:
         campaign.currency = currency
         campaign.version = 1
         self._campaigns[campaign_id] = campaign
-        _insort(self._campaign_ids_sorted, campaign_id)
+        self._campaign_ids_sorted.add(campaign_id)
         if parent is None:
             self._open_day(campaign, local_day(tz, self._now_ms), first=True)
             heappush(self._roll_heap, (campaign.day_end_ms, campaign.seq, campaign_id))
@@ -1043,13 +1044,12 @@ class Ledger:
     ) -> list[str]:
         """Campaign ids starting with ``prefix``, sorted, after ``after``, at most ``limit``."""
         ids = self._campaign_ids_sorted
-        start = (
-            _bisect_right(ids, after)
-            if after is not None and after >= prefix
-            else _bisect_left(ids, prefix)
-        )
+        if after is not None and after >= prefix:
+            found = ids.from_(after, inclusive=False)
+        else:
+            found = ids.from_(prefix, inclusive=True)
         out: list[str] = []
-        for campaign_id in ids[start:]:
+        for campaign_id in found:
             if len(out) >= limit or not campaign_id.startswith(prefix):
                 break
             out.append(campaign_id)
@@ -1059,15 +1059,16 @@ class Ledger:
         """Ids of campaigns without a parent (advertisers), sorted, after ``after``, at most
         ``limit``; pages through a large ledger a bounded piece at a time."""
         ids = self._campaign_ids_sorted
-        index = 0 if after is None else _bisect_right(ids, after)
+        found = ids.from_(after or "", inclusive=after is None)
         out: list[str] = []
-        while index < len(ids) and len(out) < limit:
-            campaign_id = ids[index]
+        while len(out) < limit:
+            campaign_id = next(found, None)
+            if campaign_id is None:
+                break
             if ":" in campaign_id:  # a child: skip its whole subtree at once
-                index = _bisect_left(ids, campaign_id.partition(":")[0] + ";")
+                found = ids.from_(campaign_id.partition(":")[0] + ";", inclusive=True)
                 continue
             out.append(campaign_id)
-            index += 1
         return out
 
     def day_figures(self, campaign_ids: Iterable[str]) -> list[DayFigures]:
@@ -1269,7 +1270,7 @@ class Ledger:
                 )
             else:
                 campaign.parent.children.append(campaign)
-        ledger._campaign_ids_sorted = sorted(campaigns)
+        ledger._campaign_ids_sorted = SortedIds(campaigns)
         for row in state["reservations"]:
             reservation = _import_reservation(row, campaigns)
             ledger._reservations[reservation.reservation_id] = reservation
@@ -1384,32 +1385,6 @@ def _same_day(campaign: Campaign, day: int) -> DayCounters | None:
         if counters.day == day:
             return counters
     return None
-
-
-def _bisect_left(ids: list[str], value: str) -> int:
-    low, high = 0, len(ids)
-    while low < high:
-        middle = (low + high) // 2
-        if ids[middle] < value:
-            low = middle + 1
-        else:
-            high = middle
-    return low
-
-
-def _bisect_right(ids: list[str], value: str) -> int:
-    low, high = 0, len(ids)
-    while low < high:
-        middle = (low + high) // 2
-        if value < ids[middle]:
-            high = middle
-        else:
-            low = middle + 1
-    return low
-
-
-def _insort(ids: list[str], value: str) -> None:
-    ids.insert(_bisect_right(ids, value), value)
 
 
 #: How many fields each op's fingerprint has (the op name first), for checking restored keys.

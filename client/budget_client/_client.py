@@ -279,9 +279,10 @@ class AsyncClient:
         result, or a Refused / OutcomeUnknown *value* (not raised). A failure of the whole batch
         raises like any call; every op is then unknown, retry-safe with the same keys.
         """
-        sent = [dict(op) for op in ops]
-        for op in sent:
-            op.setdefault("idempotency_key", self.new_key())
+        sent = [
+            dict(op) if "idempotency_key" in op else {**op, "idempotency_key": self.new_key()}
+            for op in ops
+        ]
         answer = await self._call("POST", "/v1/batch", {"ops": sent}, mutating=True, retry=retry)
         results = answer.get("results") if isinstance(answer, dict) else None
         if not isinstance(results, list) or len(results) != len(sent):
@@ -425,11 +426,20 @@ class AsyncClient:
 
 
 def _op_outcome(op: Mapping[str, Any], item: Any) -> BatchResult:
-    key = str(op["idempotency_key"])
     if not isinstance(item, dict):
+        key = str(op["idempotency_key"])
         return OutcomeUnknown(f"unreadable batch result {item!r}", idempotency_key=key)
     code = item.get("code")
     if code == "ok":
+        if op["op"] == "commit":  # the bulk of a wallet's batches: no copy of the answer
+            return Committed(
+                int(item.get("reservation_id", op["reservation_id"])),
+                int(item["committed_micros"]),
+                int(item["remaining_micros"]),
+                bool(item["late"]),
+                int(item["overspend_micros"]),
+                bool(item.get("replayed", False)),
+            )
         filled = dict(item)
         if op["op"] in ("commit", "release"):
             filled.setdefault("reservation_id", op["reservation_id"])
@@ -438,5 +448,5 @@ def _op_outcome(op: Mapping[str, Any], item: Any) -> BatchResult:
         return result_for(str(op["op"]), filled)
     detail = str(item.get("detail", ""))
     if item.get("retryable"):
-        return OutcomeUnknown(f"{code}: {detail}", idempotency_key=key)
+        return OutcomeUnknown(f"{code}: {detail}", idempotency_key=str(op["idempotency_key"]))
     return Refused(str(code), detail, status=int(item.get("status", 0) or 0), problem=item)

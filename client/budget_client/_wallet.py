@@ -76,8 +76,14 @@ class WalletSettings:
     rate_window_s: float = 10.0
     #: A hold with no win or loss after this long is given back (a later win becomes spend).
     hold_timeout_ms: int = 2_000
-    #: Wins are sent as commits every flush_interval_ms, or at once when flush_wins_max wait.
+    #: The background task's tick: every flush_interval_ms it gives back timed-out holds, turns
+    #: new wins into ops (written to the spool, if any) and asks for a refill when due ...
     flush_interval_ms: int = 50
+    #: ... and sends the waiting wins once the oldest has waited send_interval_ms, or at once
+    #: when flush_wins_max wait or a refill or release goes anyway (one round trip carries all).
+    #: A win's money is already held in its slice, so waiting spends nothing twice; it keeps
+    #: the round trips of a wallet near 1000 / send_interval_ms per second.
+    send_interval_ms: int = 250
     flush_wins_max: int = 500
     #: Ops per /v1/batch request (the server's api.batch_ops_max is 1000 by default).
     batch_ops_max: int = 1000
@@ -105,6 +111,7 @@ class WalletSettings:
         assert 1 <= self.flush_wins_max <= self.pending_wins_max
         assert 1 <= self.batch_ops_max <= 1000
         assert self.flush_interval_ms >= 1 and self.hold_timeout_ms >= 1
+        assert self.send_interval_ms >= 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,9 +205,13 @@ class Wallet:
         self._slice: _Slice | None = None  # where try_hold looks first
         self._holds: deque[Hold] = deque()
         self._rate = 1.0
-        #: Wins with no op yet: (reservation id, None for direct spend; amount; billing id).
-        self._wins: list[tuple[int | None, int, str | None]] = []
+        #: Wins with no op yet: (reservation id, None for direct spend; amount; billing id; the
+        #: slice's granted micros). Plain values only, so the collector can stop tracking them.
+        self._wins: list[tuple[int | None, int, str | None, int]] = []
         self._backlog: dict[str, dict[str, Any]] = {}  # ops to send, by idempotency key
+        self._backlog_since_s: float | None = None  # when the oldest unsent win op was made
+        #: Wins carried by each backlog op that carries more than one (merged anonymous wins).
+        self._op_wins: dict[str, int] = {}
         self._won_total_micros = 0
         self._committed_micros = 0
         self._failed_wins = 0
@@ -273,14 +284,15 @@ class Wallet:
             s.holds_open -= 1
             if clearing_price_micros < hold.amount_micros:
                 s.available_micros += hold.amount_micros - clearing_price_micros
-            reservation_id: int | None = s.reservation_id
+            self._wins.append(
+                (s.reservation_id, clearing_price_micros, billing_id, s.granted_micros)
+            )
         elif state == _WON:
             return
         else:  # given back already (timeout or loss): its money may be spent again elsewhere
             hold.state = _WON
-            reservation_id = None
+            self._wins.append((None, clearing_price_micros, billing_id, 0))
         self._won_total_micros += clearing_price_micros
-        self._wins.append((reservation_id, clearing_price_micros, billing_id))
         if len(self._wins) >= self.settings.flush_wins_max:
             self._wake.set()
 
@@ -313,7 +325,12 @@ class Wallet:
             self._wake.clear()
             if self._mode in ("closing", "closed"):
                 break
-            await self.sync()
+            await self._tick()
+
+    async def _tick(self) -> None:
+        """What the background task does every flush_interval_ms."""
+        async with self._sync_lock:
+            await self._sync_once(refill=self._mode not in ("closing", "closed"), hold_wins=True)
 
     async def sync(self) -> None:
         """One round of upkeep: give back timed-out holds, retire dead slices, and send the
@@ -321,11 +338,17 @@ class Wallet:
         async with self._sync_lock:
             await self._sync_once(refill=self._mode not in ("closing", "closed"))
 
-    async def _sync_once(self, *, refill: bool, release_all: bool = False) -> None:
+    async def _sync_once(
+        self, *, refill: bool, release_all: bool = False, hold_wins: bool = False
+    ) -> None:
+        """``hold_wins``: keep the wins back (spooled) unless send_interval_ms has passed since
+        the oldest was taken, flush_wins_max wait, or a refill or release is sent anyway."""
         now = self._clock()
         self._sweep(now)
         self._sample(now)
         self._take_wins()
+        if self._backlog_since_s is None and self._backlog:
+            self._backlog_since_s = now
         ops = list(self._backlog.values())
         reserve_op: dict[str, Any] | None = None
         if refill and self._refill is None and self._wants_refill(now):
@@ -342,6 +365,16 @@ class Wallet:
         elif refill and self._refill is not None:
             reserve_op = self._refill[0]
         releases = self._releases(now, release_all=release_all)
+        if (
+            hold_wins
+            and ops
+            and reserve_op is None
+            and not releases
+            and len(ops) < self.settings.flush_wins_max
+            and self._backlog_since_s is not None
+            and now - self._backlog_since_s < self.settings.send_interval_ms / 1000
+        ):
+            ops = []  # not yet: they wait in the backlog (and the spool)
         all_ops = ops + ([reserve_op] if reserve_op else []) + releases
         if not all_ops:
             self._mode_ok(now)
@@ -358,8 +391,13 @@ class Wallet:
                 if self._mode in ("starting", "online"):
                     self._mode = "offline"
                 return
+            done: list[str] = []
             for op, result in zip(chunk, results, strict=True):
-                self._settle(op, result, sent_at)
+                if self._settle(op, result, sent_at):
+                    done.append(str(op["idempotency_key"]))
+            if self._spool is not None and done:
+                self._spool.done(done)
+        self._backlog_since_s = now if self._backlog else None
         self._mode_ok(self._clock())
 
     def _mode_ok(self, now: float) -> None:
@@ -367,11 +405,11 @@ class Wallet:
         if self._mode in ("starting", "offline"):
             self._mode = "online"
 
-    def _settle(self, op: dict[str, Any], result: object, sent_at: float) -> None:
-        key = str(op["idempotency_key"])
+    def _settle(self, op: dict[str, Any], result: object, sent_at: float) -> bool:
+        """Act on one op's answer; True when it was a win's op, now answered for good."""
         kind = op["op"]
         if isinstance(result, OutcomeUnknown):
-            return  # stays where it is: the same key next round
+            return False  # stays where it is: the same key next round
         if kind == "reserve":
             assert self._refill is not None and self._refill[0] is op
             first_sent_s = self._refill[1]
@@ -384,30 +422,33 @@ class Wallet:
                 else:
                     log.warning("wallet %s: reserve refused: %s", self.campaign_id, result)
                     self._refill_blocked_until_s = sent_at + self.settings.refuse_backoff_ms / 1000
-            return
+            return False
         if kind == "release":
             for s in self._slices:
                 if s.reservation_id == op["reservation_id"]:
                     s.released = True
             self._slices = [s for s in self._slices if not s.released]
-            return
-        # a win: commit or spend
+            return False
+        # a win (or several merged): commit or spend
+        key = op["idempotency_key"]
         del self._backlog[key]
-        done = [key]
-        if isinstance(result, Committed | Spent):
-            self._committed_micros += int(op["amount_micros"])
+        wins = self._op_wins.pop(key, 1) if self._op_wins else 1
+        if type(result) is Committed or type(result) is Spent:
+            self._committed_micros += op["amount_micros"]
         elif (
             isinstance(result, Refused) and kind == "commit" and result.code in _FALL_BACK_TO_SPEND
         ):
             spend = self._spend_op(key[2:], int(op["amount_micros"]))
-            self._backlog[str(spend["idempotency_key"])] = spend
+            spend_key = str(spend["idempotency_key"])
+            self._backlog[spend_key] = spend
+            if wins > 1:
+                self._op_wins[spend_key] = wins
             if self._spool is not None:
                 self._spool.written([spend])
         else:
-            self._failed_wins += 1
+            self._failed_wins += wins
             log.error("wallet %s: win refused for good: %s %s", self.campaign_id, op, result)
-        if self._spool is not None:
-            self._spool.done(done)
+        return True
 
     def _add_slice(self, grant: Granted, first_sent_s: float) -> None:
         lifetime_s = (self.settings.ttl_ms - self.settings.expiry_margin_ms) / 1000
@@ -433,18 +474,32 @@ class Wallet:
         return f"{kind}:{self._key_prefix}.{self._seq}"
 
     def _take_wins(self) -> None:
-        """Give each new win its op and key; write them to the spool before they are sent."""
+        """Give each new win its op and key; write them to the spool before they are sent.
+
+        A win with a billing id gets its own op, keyed by it. Wins without one against the same
+        slice are merged into one commit (one op, one key, one ledger entry), at most the slice's
+        granted_micros per commit: the ledger counts the same spend either way."""
         if not self._wins:
             return
         wins, self._wins = self._wins, []
+        backlog = self._backlog
+        op_wins = self._op_wins
+        merged: dict[int, dict[str, Any]] = {}  # reservation id -> this round's anonymous commit
         new_ops = []
-        for reservation_id, amount, billing_id in wins:
+        for reservation_id, amount, billing_id, granted in wins:
+            op: dict[str, Any] | None
+            if billing_id is None and reservation_id is not None:
+                op = merged.get(reservation_id)
+                if op is not None and op["amount_micros"] + amount <= granted:
+                    op["amount_micros"] += amount
+                    key = op["idempotency_key"]
+                    op_wins[key] = op_wins.get(key, 1) + 1
+                    continue
             if billing_id is not None:
                 base = _key_base(billing_id)
             else:
                 self._seq += 1
                 base = f"{self._key_prefix}.{self._seq}"
-            op: dict[str, Any]
             if reservation_id is not None:
                 op = {
                     "op": "commit",
@@ -452,11 +507,14 @@ class Wallet:
                     "reservation_id": reservation_id,
                     "amount_micros": amount,
                 }
+                if billing_id is None:
+                    merged[reservation_id] = op
             else:
                 op = self._spend_op(base, amount)
-            if op["idempotency_key"] in self._backlog:
+            key = op["idempotency_key"]
+            if key in backlog:
                 continue  # the same billing id twice: one win
-            self._backlog[str(op["idempotency_key"])] = op
+            backlog[key] = op
             new_ops.append(op)
         if self._spool is not None:
             self._spool.written(new_ops)
@@ -547,8 +605,10 @@ class Wallet:
         on_hold = sum(h.amount_micros for h in self._holds if h.state == _OPEN)
         available = sum(s.available_micros for s in live if now < s.stop_s)
         pending_ops = [op for op in self._backlog.values() if op["op"] in ("commit", "spend")]
-        pending = len(self._wins) + len(pending_ops)
-        pending_micros = sum(a for _, a, _ in self._wins) + sum(
+        pending = len(self._wins) + sum(
+            self._op_wins.get(op["idempotency_key"], 1) for op in pending_ops
+        )
+        pending_micros = sum(win[1] for win in self._wins) + sum(
             int(op["amount_micros"]) for op in pending_ops
         )
         return WalletState(

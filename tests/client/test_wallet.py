@@ -246,3 +246,82 @@ async def test_the_spool_carries_unsent_wins_across_a_restart(tmp_path: Path):
     assert ledger.spent_micros == 270
     await again.close()
     assert Path(spool).read_text() == ""
+
+
+async def test_wins_without_billing_id_on_one_slice_go_as_one_commit_and_count_as_wins():
+    ledger = FakeLedger(budget_micros=10**6)
+    wallet, _, _ = make(ledger, slice_min_micros=1_000, slice_max_micros=1_000)
+    await wallet.start(background=False)
+    for _ in range(4):
+        hold = wallet.try_hold(200)
+        assert hold is not None
+        wallet.win(hold, 150)
+    keyed = wallet.try_hold(200)
+    assert keyed is not None
+    wallet.win(keyed, 100, billing_id="imp-1")
+    assert wallet.state().pending_commits == 5
+    await wallet.sync()
+    commits = [op for op in ledger.batches[-1] if op["op"] == "commit"]
+    assert sorted(op["amount_micros"] for op in commits) == [100, 600]
+    assert "w:imp-1" in {op["idempotency_key"] for op in commits}
+    state = wallet.state()
+    assert state.pending_commits == 0 and state.committed_micros == 700
+    assert ledger.spent_micros == 700
+
+
+async def test_a_merged_commit_never_exceeds_its_slice_and_falls_back_to_spend_whole():
+    ledger = FakeLedger(budget_micros=10**6)
+    wallet, _, _ = make(ledger, slice_min_micros=1_000, slice_max_micros=1_000)
+    await wallet.start(background=False)
+    holds = [wallet.try_hold(250) for _ in range(4)]
+    assert all(hold is not None for hold in holds)
+    for hold in holds:
+        wallet.win(hold, 400)  # above the hold: the ledger records the excess as overspend
+    rid = holds[0].reservation_id
+    ledger.reservations[rid].state = "closed"  # e.g. released by an operator
+    await wallet.sync()
+    first = [op for op in ledger.batches[-1] if op["op"] == "commit"]
+    assert [op["amount_micros"] for op in first] == [800, 800]  # each at most granted (1,000)
+    await wallet.sync()
+    spends = [op for op in ledger.batches[-1] if op["op"] == "spend"]
+    assert sorted(op["amount_micros"] for op in spends) == [800, 800]
+    assert {op["idempotency_key"][2:] for op in spends} == {
+        op["idempotency_key"][2:] for op in first
+    }
+    state = wallet.state()
+    assert state.pending_commits == 0 and state.committed_micros == 1_600
+    assert ledger.spent_micros == 1_600
+
+
+async def test_the_background_tick_spools_wins_at_once_and_sends_them_after_send_interval(
+    tmp_path: Path,
+):
+    spool = tmp_path / "acme.spool"
+    ledger = FakeLedger(budget_micros=10**6)
+    wallet, _, clock = make(
+        ledger,
+        spool_path=str(spool),
+        send_interval_ms=250,
+        flush_wins_max=3,
+        slice_min_micros=10_000,
+    )
+    await wallet.start(background=False)
+    sent = len(ledger.batches)
+    hold = wallet.try_hold(100)
+    assert hold is not None
+    wallet.win(hold, 80, billing_id="imp-1")
+    await wallet._tick()
+    assert len(ledger.batches) == sent and '"w:imp-1"' in spool.read_text()
+    clock.now_s += 0.2
+    await wallet._tick()
+    assert len(ledger.batches) == sent and wallet.state().pending_commits == 1
+    clock.now_s += 0.05
+    await wallet._tick()
+    assert len(ledger.batches) == sent + 1 and ledger.spent_micros == 80
+    for i in range(3):  # flush_wins_max wins go at once
+        hold = wallet.try_hold(100)
+        assert hold is not None
+        wallet.win(hold, 50, billing_id=f"imp-{i + 2}")
+    await wallet._tick()
+    assert len(ledger.batches) == sent + 2 and ledger.spent_micros == 230
+    assert wallet.state().pending_commits == 0
