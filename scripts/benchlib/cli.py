@@ -42,6 +42,7 @@ ETCD_BUDGET_MICROS: Final = 10**12
 FILL_CAMPAIGNS: Final = 100
 FILL_CONCURRENCY: Final = 64
 READY_TIMEOUT_S: Final = 60.0
+FAILOVER_TIMEOUT_S: Final = 60.0
 #: An answer of a load generator may come this long after its window closed (wallet close,
 #: the last requests' timeouts) before the run is abandoned.
 ANSWER_GRACE_S: Final = 60.0
@@ -63,7 +64,9 @@ def _int_list(text: str, *, low: int, high: int, name: str) -> list[int]:
     try:
         values = [int(part) for part in text.split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{name} takes integers separated by commas, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"{name} takes integers separated by commas, got {text!r}"
+        ) from None
     for value in values:
         if not low <= value <= high:
             raise argparse.ArgumentTypeError(f"{name} values are {low}..{high}, got {value}")
@@ -76,9 +79,7 @@ def _choices(text: str, *, allowed: tuple[str, ...], name: str) -> list[str]:
     values = [part.strip() for part in text.split(",") if part.strip()]
     unknown = [value for value in values if value not in allowed]
     if not values or unknown:
-        raise argparse.ArgumentTypeError(
-            f"{name} takes some of {','.join(allowed)}, got {text!r}"
-        )
+        raise argparse.ArgumentTypeError(f"{name} takes some of {','.join(allowed)}, got {text!r}")
     return list(dict.fromkeys(values))
 
 
@@ -117,27 +118,55 @@ def _parser() -> argparse.ArgumentParser:
         help="cluster sizes, e.g. 3,5 for a comparison (default 3)",
     )
     parser.add_argument(
-        "--repeats", type=int, default=None, help="runs per point, medians reported (default 3, min 3)"
+        "--repeats",
+        type=int,
+        default=None,
+        help="runs per point, medians reported (default 3, min 3)",
     )
-    parser.add_argument("--duration-s", type=float, default=None, help="measured window per run (default 4)")
-    parser.add_argument("--warmup-s", type=float, default=None, help="load before each window (default 1)")
+    parser.add_argument(
+        "--duration-s", type=float, default=None, help="measured window per run (default 4)"
+    )
+    parser.add_argument(
+        "--warmup-s", type=float, default=None, help="load before each window (default 1)"
+    )
     parser.add_argument(
         "--reservations",
         type=lambda t: _int_list(t, low=1, high=RESERVATIONS_MAX, name="--reservations"),
         default=[],
         help="open-reservation scaling: pre-fill these many (e.g. 1000,100000,1000000)",
     )
-    parser.add_argument("--vs-etcd", action="store_true", help="the reserve workload against etcd too")
-    parser.add_argument("--loadgens", type=int, default=2, help="load-generator processes, 1 or 2 (default 2)")
-    parser.add_argument("--batch-ops", type=int, default=500, help="ops per /v1/batch request (default 500)")
     parser.add_argument(
-        "--bid-rate", type=int, default=200, help="bid requests/s offered to each wallet (default 200)"
+        "--vs-etcd", action="store_true", help="the reserve workload against etcd too"
     )
     parser.add_argument(
-        "--cold-campaigns", type=int, default=None, help=f"size of the cold set (default {COLD_CAMPAIGNS:,})"
+        "--loadgens", type=int, default=2, help="load-generator processes, 1 or 2 (default 2)"
+    )
+    parser.add_argument(
+        "--batch-ops", type=int, default=500, help="ops per /v1/batch request (default 500)"
+    )
+    parser.add_argument(
+        "--bid-rate",
+        type=int,
+        default=200,
+        help="bid requests/s offered to each wallet (default 200)",
+    )
+    parser.add_argument(
+        "--cold-campaigns",
+        type=int,
+        default=None,
+        help=f"size of the cold set (default {COLD_CAMPAIGNS:,})",
+    )
+    parser.add_argument(
+        "--no-failover",
+        dest="failover",
+        action="store_false",
+        help="skip the kill -9 of the leader after each sweep (timed to the next acknowledged "
+        "write)",
     )
     parser.add_argument("--out", type=Path, default=Path("bench-results"), help="where results go")
-    parser.add_argument("--load-max", type=float, default=0.5, help="refuse above this 1-min load (0.5)")
+    parser.add_argument(
+        "--load-max", type=float, default=0.5, help="refuse above this 1-min load (0.5)"
+    )
     parser.add_argument("--force", action="store_true", help="run even on a busy machine")
     parser.add_argument("--quick", action="store_true", help="every selected workload in seconds")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and exit")
@@ -168,8 +197,10 @@ class Plan:
         run_s = self.warmup_s + self.duration_s + DISPATCH_S + 1.0
         total = self.points() * self.repeats * run_s
         total += len(self.args.nodes) * 10.0  # start, leader, stop
+        if self.args.failover:
+            total += len(self.args.nodes) * self.repeats * 8.0  # election, restart, catch-up
         if "cold" in self.sets:
-            total += len(self.args.nodes) * self.cold_campaigns / 2_000  # PUTs, about 2,000/s
+            total += len(self.args.nodes) * self.cold_campaigns / 700  # PUTs, about 700/s
         if self.args.vs_etcd:
             total += 15.0 + len(self.concurrency) * self.repeats * run_s
         if self.args.reservations:
@@ -210,14 +241,20 @@ def _plan(argv: list[str] | None) -> Plan:
     duration_s = args.duration_s if args.duration_s is not None else (0.5 if quick else 4.0)
     warmup_s = args.warmup_s if args.warmup_s is not None else (0.2 if quick else 1.0)
     if not 0.1 <= duration_s <= DURATION_S_MAX or not 0.0 <= warmup_s <= DURATION_S_MAX:
-        parser.error(f"--duration-s is 0.1..{DURATION_S_MAX:g} and --warmup-s 0..{DURATION_S_MAX:g}")
+        parser.error(
+            f"--duration-s is 0.1..{DURATION_S_MAX:g} and --warmup-s 0..{DURATION_S_MAX:g}"
+        )
     if args.loadgens not in (1, 2):
         parser.error(f"--loadgens is 1 or 2, got {args.loadgens}")
     if not 1 <= args.batch_ops <= 1_000:
         parser.error(f"--batch-ops is 1..1000 (the API's batch_ops_max), got {args.batch_ops}")
     if not 1 <= args.bid_rate <= 100_000:
         parser.error(f"--bid-rate is 1..100000, got {args.bid_rate}")
-    cold = args.cold_campaigns if args.cold_campaigns is not None else (2_000 if quick else COLD_CAMPAIGNS)
+    cold = (
+        args.cold_campaigns
+        if args.cold_campaigns is not None
+        else (2_000 if quick else COLD_CAMPAIGNS)
+    )
     if not 1 <= cold <= 1_000_000:
         parser.error(f"--cold-campaigns is 1..1000000, got {cold}")
     concurrency = args.concurrency or ([1, 16] if quick else [1, 16, 64, 256])
@@ -250,7 +287,10 @@ class LoadGens:
         for index in range(count):
             ours, theirs = context.Pipe()
             process = context.Process(
-                target=loadgen.serve, args=(theirs, index), name=f"bench-loadgen-{index}", daemon=True
+                target=loadgen.serve,
+                args=(theirs, index),
+                name=f"bench-loadgen-{index}",
+                daemon=True,
             )
             process.start()
             theirs.close()
@@ -261,7 +301,9 @@ class LoadGens:
     def pids(self) -> list[int]:
         return [process.pid for process in self.processes if process.pid is not None]
 
-    def ask(self, messages: list[dict[str, Any] | None], *, deadline: float) -> list[dict[str, Any]]:
+    def ask(
+        self, messages: list[dict[str, Any] | None], *, deadline: float
+    ) -> list[dict[str, Any]]:
         """Send each process its message (None: nothing) and wait for every answer until
         ``deadline`` (monotonic)."""
         asked = [(pipe, m) for pipe, m in zip(self.pipes, messages, strict=False) if m is not None]
@@ -335,6 +377,51 @@ def _money(url: str, token: str, campaign_id: str) -> tuple[int, int]:
     return int(body["held_total_micros"]), int(body["spent_total_micros"])
 
 
+def _now_tag() -> str:
+    """Part of a run's idempotency keys: runs of one cluster never share a key."""
+    return f"t{time.time_ns() % 10**8}"
+
+
+def _failover(cluster: LocalCluster, campaign_id: str, repeat: int) -> float:
+    """kill -9 of the leader until a reserve is acknowledged (201) through any running node;
+    then the node is started again and the cluster waited for. Seconds from the kill."""
+    leader_id = _leader(cluster)
+    killed_at = time.monotonic()
+    cluster.kill(leader_id)
+    deadline = killed_at + FAILOVER_TIMEOUT_S
+    body = json.dumps(
+        {"campaign_id": campaign_id, "amount_micros": 1, "ttl_ms": 60_000, "bidder_id": "failover"}
+    ).encode()
+    attempt = 0
+    try:
+        while time.monotonic() < deadline:
+            for node in cluster.nodes:
+                if not node.running:
+                    continue
+                attempt += 1
+                request = urllib.request.Request(
+                    node.url + "/v1/reservations",
+                    data=body,
+                    headers={
+                        "Authorization": f"Bearer {cluster.token}",
+                        "Content-Type": "application/json",
+                        "Idempotency-Key": f"failover-{repeat}-{time.time_ns()}-{attempt}",
+                    },
+                )
+                try:
+                    with urllib.request.urlopen(request, timeout=2) as response:
+                        if response.status == 201:
+                            return time.monotonic() - killed_at
+                except OSError:
+                    pass
+            time.sleep(0.01)
+        raise RuntimeError(f"no reserve acknowledged within {FAILOVER_TIMEOUT_S:g} s of the kill")
+    finally:
+        cluster.start(leader_id)
+        if cluster.wait_ready(READY_TIMEOUT_S):
+            raise RuntimeError("the restarted node did not become ready:\n" + cluster.logs())
+
+
 @contextmanager
 def _budgetd(folder: Path, nodes: int) -> Iterator[LocalCluster]:
     cluster = LocalCluster.on_free_ports(folder, nodes)
@@ -373,11 +460,16 @@ class Bench:
         began = time.monotonic()
         root = {"currency": "USD", "timezone": "UTC", "total_budget_micros": ROOT_BUDGET_MICROS}
         deadline = began + 60.0 + size / 100
-        self.gens.ask([{"cmd": "put_campaigns", **target, "campaigns": [(name, root)]}], deadline=deadline)
-        children = [(f"{name}:c{index}", {}) for index in range(size)]
+        self.gens.ask(
+            [{"cmd": "put_campaigns", **target, "campaigns": [(name, root)]}], deadline=deadline
+        )
+        children: list[tuple[str, dict[str, Any]]] = [
+            (f"{name}:c{index}", {}) for index in range(size)
+        ]
         parts = _chunks(children, len(self.gens.processes))
         self.gens.ask(
-            [{"cmd": "put_campaigns", **target, "campaigns": part} for part in parts], deadline=deadline
+            [{"cmd": "put_campaigns", **target, "campaigns": part} for part in parts],
+            deadline=deadline,
         )
         return time.monotonic() - began
 
@@ -461,7 +553,9 @@ class Bench:
 
     def _counters(self, target: dict[str, Any]) -> observe.LeaderCounters | None:
         try:
-            return observe.LeaderCounters.of(observe.parse_metrics(_get_text(target["url"] + "/metrics")))
+            return observe.LeaderCounters.of(
+                observe.parse_metrics(_get_text(target["url"] + "/metrics"))
+            )
         except OSError:
             return None
 
@@ -476,15 +570,20 @@ class Bench:
             out["leader_at_start"] = target["leader_id"]
             for name in plan.sets:
                 out["setup_s"][name] = self.create_set(target, name, plan.set_size(name))
-                print(f"  {nodes} nodes: {name} set of {plan.set_size(name):,} campaigns in "
-                      f"{out['setup_s'][name]:.1f} s", flush=True)
+                print(
+                    f"  {nodes} nodes: {name} set of {plan.set_size(name):,} campaigns in "
+                    f"{out['setup_s'][name]:.1f} s",
+                    flush=True,
+                )
             out["rss_bytes_after_setup"] = {n: observe.rss_bytes(p) for n, p in pids.items()}
             for workload in plan.args.workloads:
                 for name in plan.sets:
                     for concurrency in plan.concurrency:
                         runs = []
                         for repeat in range(plan.repeats):
-                            tag = f"n{nodes}{workload[:2]}{name[0]}{concurrency}r{repeat}t{time.time_ns() % 10**8}"
+                            tag = (
+                                f"n{nodes}{workload[:2]}{name[0]}{concurrency}r{repeat}{_now_tag()}"
+                            )
                             runs.append(
                                 self.point(
                                     target=target,
@@ -497,10 +596,25 @@ class Bench:
                                 )
                             )
                         point = report.summarize(runs)
-                        point |= {"workload": workload, "campaigns": name, "concurrency": concurrency}
+                        point |= {
+                            "workload": workload,
+                            "campaigns": name,
+                            "concurrency": concurrency,
+                        }
                         out["points"].append(point)
                         print("  " + report.one_line(nodes, point), flush=True)
             out["leader_at_end"] = _leader(cluster)
+            if plan.args.failover:
+                out["failover_s"] = [
+                    _failover(cluster, f"{plan.sets[0]}:c0", repeat)
+                    for repeat in range(plan.repeats)
+                ]
+                out["failover_s_median"] = statistics.median(out["failover_s"])
+                print(
+                    f"  {nodes} nodes: kill -9 of the leader to the first acknowledged reserve: "
+                    f"median {out['failover_s_median']:.2f} s of {out['failover_s']}",
+                    flush=True,
+                )
         shutil.rmtree(folder, ignore_errors=True)
         return out
 
@@ -548,7 +662,7 @@ class Bench:
                         campaign_set="fill",
                         campaigns=FILL_CAMPAIGNS,
                         concurrency=FILL_CONCURRENCY,
-                        tag=f"n{nodes}s{size}r{repeat}t{time.time_ns() % 10**8}",
+                        tag=f"n{nodes}s{size}r{repeat}{_now_tag()}",
                     )
                     open_now += run["ops"].get("reserve", 0)
                     runs.append(run)
@@ -585,7 +699,12 @@ class Bench:
             campaigns = [f"hot:c{index}" for index in range(HOT_CAMPAIGNS)]
             self.gens.ask(
                 [
-                    {"cmd": "etcd_budgets", "url": url, "campaigns": part, "budget_micros": ETCD_BUDGET_MICROS}
+                    {
+                        "cmd": "etcd_budgets",
+                        "url": url,
+                        "campaigns": part,
+                        "budget_micros": ETCD_BUDGET_MICROS,
+                    }
                     for part in _chunks(campaigns, len(self.gens.processes))
                 ],
                 deadline=time.monotonic() + 60.0,
@@ -602,7 +721,7 @@ class Bench:
                         campaign_set="hot",
                         campaigns=HOT_CAMPAIGNS,
                         concurrency=concurrency,
-                        tag=f"e{concurrency}r{repeat}t{time.time_ns() % 10**8}",
+                        tag=f"e{concurrency}r{repeat}{_now_tag()}",
                     )
                     granted += run["granted_micros"]
                     unknown += run["unknown"]
@@ -610,9 +729,10 @@ class Bench:
                 point = report.summarize(runs)
                 point |= {"workload": "reserve", "campaigns": "hot", "concurrency": concurrency}
                 out["points"].append(point)
-                print("  " + report.one_line(0, point, label="etcd"), flush=True)
+                print("  " + report.one_line(0, point, label="etcd reserve/hot"), flush=True)
             audit = self.gens.ask(
-                [{"cmd": "etcd_audit", "url": url, "campaigns": campaigns}], deadline=time.monotonic() + 120.0
+                [{"cmd": "etcd_audit", "url": url, "campaigns": campaigns}],
+                deadline=time.monotonic() + 120.0,
             )[0]
             taken = len(campaigns) * ETCD_BUDGET_MICROS - audit["remaining_micros"]
             out["conservation"] = {
@@ -716,7 +836,10 @@ def _has_uvloop() -> bool:
 
 
 def _options(plan: Plan) -> dict[str, Any]:
-    options = {key: (str(value) if isinstance(value, Path) else value) for key, value in vars(plan.args).items()}
+    options = {
+        key: (str(value) if isinstance(value, Path) else value)
+        for key, value in vars(plan.args).items()
+    }
     options |= {
         "concurrency": plan.concurrency,
         "repeats": plan.repeats,

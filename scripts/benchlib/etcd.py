@@ -49,8 +49,13 @@ def ensure_etcd() -> str:
         raise SystemExit("--vs-etcd needs etcd on PATH: apt-get install -y etcd-server (as root)")
     print("installing etcd-server with apt-get", flush=True)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "etcd-server"]):
-        subprocess.run(command, check=True, env=env, timeout=APT_TIMEOUT_S, stdout=subprocess.DEVNULL)
+    for command in (
+        ["apt-get", "update", "-qq"],
+        ["apt-get", "install", "-y", "-qq", "etcd-server"],
+    ):
+        subprocess.run(
+            command, check=True, env=env, timeout=APT_TIMEOUT_S, stdout=subprocess.DEVNULL
+        )
     binary = shutil.which("etcd")
     if binary is None:
         raise SystemExit("apt-get installed etcd-server but etcd is still not on PATH")

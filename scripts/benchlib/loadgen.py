@@ -40,7 +40,7 @@ TTL_MS_FILL: Final = 86_400_000
 OPS_PER_WORKER_MAX: Final = 5_000_000
 REQUEST_TIMEOUT_S: Final = 10.0
 #: Concurrent requests of a set-up step (campaign creation, pre-fill) per process.
-SETUP_CONCURRENCY: Final = 32
+SETUP_CONCURRENCY: Final = 128
 SETUP_TRIES_MAX: Final = 5
 #: The mix workload's shares: reserve, commit (half of a reservation of this process, not
 #: final), release (of another one); the rest of the ops.
@@ -57,7 +57,7 @@ BID_SAMPLE_EVERY: Final = 16
 def serve(conn: Connection, index: int) -> None:
     """The process's entry point: answer commands until ``exit`` (or the pipe closes)."""
     try:
-        import uvloop  # noqa: PLC0415  (optional: used when installed)
+        import uvloop
 
         runner: Callable[[Awaitable[None]], None] = uvloop.run  # type: ignore[assignment]
         loop_name = "uvloop"
@@ -178,7 +178,7 @@ class _Worker:
             return None
         tally.done(started, time.monotonic(), ops)
         if 200 <= status < 300:
-            return answer  # type: ignore[no-any-return]
+            return answer
         code = answer.get("code", str(status)) if isinstance(answer, dict) else str(status)
         if status in (409, 429, 503):
             tally.refused[code] += 1  # nothing written
@@ -238,7 +238,9 @@ class _Worker:
         await asyncio.gather(*(loop() for _ in range(SETUP_CONCURRENCY // 4)))
         return tally.answer() | {"latencies_s": []}
 
-    async def _batch(self, tally: _Tally, message: dict[str, Any], ops: list[dict[str, Any]]) -> None:
+    async def _batch(
+        self, tally: _Tally, message: dict[str, Any], ops: list[dict[str, Any]]
+    ) -> None:
         answer = await self._budgetd_op(tally, message, "/v1/batch", {"ops": ops}, len(ops))
         if answer is None:
             return

@@ -87,7 +87,9 @@ class LeaderCounters:
         entries = later.batch_ops_count - self.batch_ops_count
         ops = later.batch_ops_sum - self.batch_ops_sum
         counts = {bound: count for bound, count in self.batch_ops_buckets}
-        cumulative = [(bound, count - counts.get(bound, 0.0)) for bound, count in later.batch_ops_buckets]
+        cumulative = [
+            (bound, count - counts.get(bound, 0.0)) for bound, count in later.batch_ops_buckets
+        ]
         return {
             "raft_entries_per_s": (later.raft_commit_index - self.raft_commit_index) / seconds,
             "proposer_entries_per_s": entries / seconds,

@@ -10,7 +10,16 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-__all__ = ["conservation", "failures", "markdown", "merge", "one_line", "ratios", "summarize", "write"]
+__all__ = [
+    "conservation",
+    "failures",
+    "markdown",
+    "merge",
+    "one_line",
+    "ratios",
+    "summarize",
+    "write",
+]
 
 MIB = 1024 * 1024
 _LATENCY_KEYS = ("p50_ms", "p95_ms", "p99_ms", "max_ms")
@@ -40,7 +49,13 @@ def merge(answers: list[dict[str, Any]], duration_s: float) -> dict[str, Any]:
         for answer in answers:
             total.update(answer[key])
         run[key] = dict(total)
-    for key in ("unknown", "granted_micros", "released_micros", "committed_micros", "cas_conflicts"):
+    for key in (
+        "unknown",
+        "granted_micros",
+        "released_micros",
+        "committed_micros",
+        "cas_conflicts",
+    ):
         run[key] = sum(a.get(key, 0) for a in answers)
     run["loop"] = sorted({a.get("loop", "?") for a in answers})
     wallets = [a["wallet"] for a in answers if "wallet" in a]
@@ -76,7 +91,10 @@ def conservation(
         holds = held_delta == 0 and spent_delta == committed
     else:
         expected = run["granted_micros"] - run["released_micros"]
-        check |= {"granted_less_released_micros": expected, "taken_micros": held_delta + spent_delta}
+        check |= {
+            "granted_less_released_micros": expected,
+            "taken_micros": held_delta + spent_delta,
+        }
         holds = held_delta + spent_delta == expected and spent_delta == run["committed_micros"]
     check["holds"] = holds if run["unknown"] == 0 else None
     return check
@@ -111,7 +129,8 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     if leaders:
         point["leader"] = {key: _median([lead[key] for lead in leaders]) for key in leaders[0]}
     point["cpu_s_per_s"] = {
-        name: _median([run["cpu_s_per_s"].get(name) for run in runs]) for name in runs[0]["cpu_s_per_s"]
+        name: _median([run["cpu_s_per_s"].get(name) for run in runs])
+        for name in runs[0]["cpu_s_per_s"]
     }
     point["rss_bytes"] = runs[-1]["rss_bytes"]
     wallets = [run["wallet"] for run in runs if "wallet" in run]
@@ -143,18 +162,23 @@ def _fmt(value: Any, digits: int = 1) -> str:
 
 def _node_cpu(point: dict[str, Any]) -> str:
     return " / ".join(
-        _fmt(value, 2) for name, value in sorted(point["cpu_s_per_s"].items()) if not name.startswith("loadgen")
+        _fmt(value, 2)
+        for name, value in sorted(point["cpu_s_per_s"].items())
+        if not name.startswith("loadgen")
     )
 
 
 def _node_rss(point: dict[str, Any]) -> str:
-    return " / ".join(_fmt((value or 0) / MIB, 0) for _, value in sorted(point["rss_bytes"].items()))
+    return " / ".join(
+        _fmt((value or 0) / MIB, 0) for _, value in sorted(point["rss_bytes"].items())
+    )
 
 
 def one_line(nodes: int, point: dict[str, Any], *, label: str = "") -> str:
     what = label or f"{point.get('workload')}/{point.get('campaigns')}"
     text = (
-        f"{nodes or '-'}n {what} c={point.get('concurrency')}: {_fmt(point['ops_per_s'], 0)} ops/s, "
+        f"{f'{nodes}n ' if nodes else ''}{what} c={point.get('concurrency')}: "
+        f"{_fmt(point['ops_per_s'], 0)} ops/s, "
         f"p50 {_fmt(point['p50_ms'], 2)} p99 {_fmt(point['p99_ms'], 2)} ms"
     )
     if "wallet" in point:
@@ -192,9 +216,163 @@ def ratios(result: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def _row(*cells: Any) -> str:
+    return "| " + " | ".join(str(cell) for cell in cells) + " |"
+
+
+def _table(header: list[str], align: str) -> list[str]:
+    """A markdown header; ``align`` has one letter per column: l (left) or r (right)."""
+    return [_row(*header), "|" + "|".join("---" if a == "l" else "--:" for a in align) + "|"]
+
+
+def _sweep_lines(nodes: str, sweep: dict[str, Any], o: dict[str, Any]) -> list[str]:
+    setup = ", ".join(f"{k} set {v:.1f} s" for k, v in sweep["setup_s"].items())
+    failover = ""
+    if "failover_s" in sweep:
+        runs = [round(x, 2) for x in sweep["failover_s"]]
+        failover = (
+            " Failover (kill -9 of the leader to the next acknowledged reserve): median "
+            f"{sweep['failover_s_median']:.2f} s of {runs}."
+        )
+    lines = [
+        f"## budgetd, {nodes} nodes",
+        "",
+        f"Set-up: {setup}.{failover}",
+        "ops/s counts reserve/commit/release ops (batch: the ops inside the requests; wallet: "
+        "bids). Latency is per request (wallet: per try_hold + win/loss). ops/entry: proposer ops "
+        "per log entry (mean), entries/s: Raft entries per second, both from the leader's "
+        "/metrics. CPU: CPU seconds per second of each node; RSS after the point.",
+        "",
+        *_table(
+            [
+                "workload", "campaigns", "conc.", "ops/s", "p50 ms", "p95 ms", "p99 ms", "max ms",
+                "refused", "errors", "ops/entry", "entries/s", "CPU s/s per node",
+                "RSS MiB per node", "conservation",
+            ],
+            "llrrrrrrrrrrlll",
+        ),
+    ]  # fmt: skip
+    for p in sweep["points"]:
+        leader = p.get("leader", {})
+        lines.append(
+            _row(
+                p["workload"], p["campaigns"], p["concurrency"], _fmt(p["ops_per_s"], 0),
+                _fmt(p["p50_ms"], 2), _fmt(p["p95_ms"], 2), _fmt(p["p99_ms"], 2),
+                _fmt(p["max_ms"], 1), sum(p["refused"].values()), sum(p["errors"].values()),
+                _fmt(leader.get("proposer_ops_per_entry_mean"), 1),
+                _fmt(leader.get("raft_entries_per_s"), 0), _node_cpu(p), _node_rss(p),
+                _verdict(p.get("conservation_holds")),
+            )
+        )  # fmt: skip
+    wallet_points = [p for p in sweep["points"] if "wallet" in p]
+    if wallet_points:
+        lines += [
+            "",
+            f"Wallets ({o['bid_rate']} bid requests/s offered to each, "
+            f"{o['wallet']['win_share']:.0%} of held bids won; counters of the last run):",
+            "",
+            *_table(
+                [
+                    "campaigns", "wallets", "bids/s", "round trips / 1,000 bids", "held bids",
+                    "wins", "committed micros", "pending", "failed wins", "modes",
+                ],
+                "lrrrrrrrrl",
+            ),
+        ]  # fmt: skip
+        for p in wallet_points:
+            w = p["wallet"]["last_run"]
+            lines.append(
+                _row(
+                    p["campaigns"], p["concurrency"], _fmt(p["wallet"]["bids_per_s"], 0),
+                    _fmt(p["wallet"]["round_trips_per_1000_bids"], 2), f"{w['bids_held']:,}",
+                    f"{w['wins']:,}", f"{w['committed_micros']:,}", w["pending_commits"],
+                    w["failed_wins"], w["modes"],
+                )
+            )  # fmt: skip
+    rows = sweep.get("reservations")
+    if rows:
+        lines += [
+            "",
+            f"Open reservations (a fresh cluster; reserve at {rows[0]['concurrency']} concurrent "
+            "requests over 100 campaigns after each pre-fill):",
+            "",
+            *_table(
+                [
+                    "open", "fill s", "ops/s", "p50 ms", "p99 ms", "RSS MiB per node",
+                    "RSS bytes per reservation per node",
+                ],
+                "rrrrrll",
+            ),
+        ]  # fmt: skip
+        for r in rows:
+            per = " / ".join(_fmt(v, 0) for _, v in sorted(r["rss_bytes_per_reservation"].items()))
+            lines.append(
+                _row(
+                    f"{r['reservations_open']:,}", _fmt(r["fill_s"], 1), _fmt(r["ops_per_s"], 0),
+                    _fmt(r["p50_ms"], 2), _fmt(r["p99_ms"], 2), _node_rss(r), per,
+                )
+            )  # fmt: skip
+    lines.append("")
+    return lines
+
+
+def _etcd_lines(result: dict[str, Any]) -> list[str]:
+    etcd = result["etcd"]
+    c = etcd["conservation"]
+    lines = [
+        "## etcd, 3 members (reserve = linearizable read + CAS transaction, hot set)",
+        "",
+        *_table(
+            [
+                "conc.", "ops/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "CAS conflicts",
+                "refused", "errors", "CPU s/s per member", "RSS MiB per member",
+            ],
+            "rrrrrrrrrll",
+        ),
+    ]  # fmt: skip
+    for p in etcd["points"]:
+        lines.append(
+            _row(
+                p["concurrency"], _fmt(p["ops_per_s"], 0), _fmt(p["p50_ms"], 2),
+                _fmt(p["p95_ms"], 2), _fmt(p["p99_ms"], 2), _fmt(p["max_ms"], 1),
+                f"{p.get('cas_conflicts', 0):,}", sum(p["refused"].values()),
+                sum(p["errors"].values()), _node_cpu(p), _node_rss(p),
+            )
+        )  # fmt: skip
+    lines += [
+        "",
+        f"etcd conservation: granted {c['granted_micros']:,} micros, taken "
+        f"{c['taken_micros']:,}, reservation records {c['reservation_records_micros']:,} "
+        f"({c['reservation_records']:,} records): {_verdict(c['holds'])}.",
+        "",
+        "budgetd / etcd, reserve on the hot set (throughput: above 1 is budgetd faster; "
+        "latency: below 1 is budgetd faster):",
+        "",
+        *_table(
+            [
+                "conc.", "budgetd ops/s", "etcd ops/s", "ratio", "budgetd p50 ms", "etcd p50 ms",
+                "ratio", "budgetd p99 ms", "etcd p99 ms", "ratio",
+            ],
+            "rrrrrrrrrr",
+        ),
+    ]  # fmt: skip
+    for r in result.get("vs_etcd", []):
+        cells: list[Any] = [r["concurrency"]]
+        for key, digits in (("ops_per_s", 0), ("p50_ms", 2), ("p99_ms", 2)):
+            cells += [
+                _fmt(r[f"{key}_budgetd"], digits),
+                _fmt(r[f"{key}_etcd"], digits),
+                _fmt(r[f"{key}_ratio"], 2),
+            ]
+        lines.append(_row(*cells))
+    lines.append("")
+    return lines
+
+
 def markdown(result: dict[str, Any]) -> str:
     m = result["machine"]
     o = result["options"]
+    disk = m["disk"]
     lines = [
         f"# scripts/bench, {result['started_utc']}",
         "",
@@ -204,111 +382,15 @@ def markdown(result: dict[str, Any]) -> str:
         f"({result.get('loop', '?')}).",
         "",
         f"Machine: {m.get('nproc')} CPUs ({m.get('cpu_model', '?')}), kernel {m.get('kernel')}, "
-        f"{(m.get('mem_total_bytes') or 0) / 2**30:.0f} GiB, data on {m['disk'].get('source')} "
-        f"({m['disk'].get('fstype')}, rotational {m['disk'].get('rotational', '?')}); 1-min load "
+        f"{(m.get('mem_total_bytes') or 0) / 2**30:.0f} GiB, data on {disk.get('source')} "
+        f"({disk.get('fstype')}, rotational {disk.get('rotational', '?')}); 1-min load "
         f"{m.get('load_average_1m', 0):.2f} at start.",
         "",
     ]
     for nodes, sweep in result["budgetd"].items():
-        lines += [
-            f"## budgetd, {nodes} nodes",
-            "",
-            "Set-up: " + ", ".join(f"{k} set {v:.1f} s" for k, v in sweep["setup_s"].items()) + ".",
-            "ops/s counts reserve/commit/release ops (batch: ops inside the requests; wallet: bids). "
-            "Latency is per request (wallet: per try_hold + win/loss). Leader: proposer ops per "
-            "log entry (mean) and Raft entries/s. CPU: CPU seconds per second of each node; RSS "
-            "after the point.",
-            "",
-            "| workload | campaigns | conc. | ops/s | p50 ms | p95 ms | p99 ms | max ms | refused | "
-            "errors | ops/entry | entries/s | CPU s/s per node | RSS MiB per node | conservation |",
-            "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|---|---|",
-        ]
-        for p in sweep["points"]:
-            leader = p.get("leader", {})
-            lines.append(
-                f"| {p['workload']} | {p['campaigns']} | {p['concurrency']} | {_fmt(p['ops_per_s'], 0)} "
-                f"| {_fmt(p['p50_ms'], 2)} | {_fmt(p['p95_ms'], 2)} | {_fmt(p['p99_ms'], 2)} "
-                f"| {_fmt(p['max_ms'], 1)} | {sum(p['refused'].values())} | "
-                f"{sum(p['errors'].values())} | {_fmt(leader.get('proposer_ops_per_entry_mean'), 1)} "
-                f"| {_fmt(leader.get('raft_entries_per_s'), 0)} | {_node_cpu(p)} | {_node_rss(p)} "
-                f"| {_verdict(p.get('conservation_holds'))} |"
-            )
-        wallet_points = [p for p in sweep["points"] if "wallet" in p]
-        if wallet_points:
-            lines += [
-                "",
-                f"Wallets ({o['bid_rate']} bid requests/s offered to each, "
-                f"{o['wallet']['win_share']:.0%} of held bids won):",
-                "",
-                "| campaigns | wallets | bids/s | round trips / 1,000 bids | held bids | wins | "
-                "committed micros | pending | failed wins | modes |",
-                "|---|--:|--:|--:|--:|--:|--:|--:|--:|---|",
-            ]
-            for p in wallet_points:
-                w = p["wallet"]["last_run"]
-                lines.append(
-                    f"| {p['campaigns']} | {p['concurrency']} | {_fmt(p['wallet']['bids_per_s'], 0)} "
-                    f"| {_fmt(p['wallet']['round_trips_per_1000_bids'], 2)} | {w['bids_held']:,} "
-                    f"| {w['wins']:,} | {w['committed_micros']:,} | {w['pending_commits']} "
-                    f"| {w['failed_wins']} | {w['modes']} |"
-                )
-        rows = sweep.get("reservations")
-        if rows:
-            lines += [
-                "",
-                f"Open reservations (fresh cluster, reserve at {rows[0]['concurrency']} concurrent, "
-                "100 campaigns):",
-                "",
-                "| open | fill s | ops/s | p50 ms | p99 ms | RSS MiB per node | RSS bytes per "
-                "reservation per node |",
-                "|--:|--:|--:|--:|--:|---|---|",
-            ]
-            for r in rows:
-                per = " / ".join(_fmt(v, 0) for _, v in sorted(r["rss_bytes_per_reservation"].items()))
-                lines.append(
-                    f"| {r['reservations_open']:,} | {_fmt(r['fill_s'], 1)} | {_fmt(r['ops_per_s'], 0)} "
-                    f"| {_fmt(r['p50_ms'], 2)} | {_fmt(r['p99_ms'], 2)} | {_node_rss(r)} | {per} |"
-                )
-        lines.append("")
+        lines += _sweep_lines(nodes, sweep, o)
     if "etcd" in result:
-        etcd = result["etcd"]
-        c = etcd["conservation"]
-        lines += [
-            "## etcd, 3 members (reserve = linearizable read + CAS transaction, hot set)",
-            "",
-            "| conc. | ops/s | p50 ms | p95 ms | p99 ms | max ms | CAS conflicts | refused | errors "
-            "| CPU s/s per member | RSS MiB per member |",
-            "|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|---|",
-        ]
-        for p in etcd["points"]:
-            lines.append(
-                f"| {p['concurrency']} | {_fmt(p['ops_per_s'], 0)} | {_fmt(p['p50_ms'], 2)} "
-                f"| {_fmt(p['p95_ms'], 2)} | {_fmt(p['p99_ms'], 2)} | {_fmt(p['max_ms'], 1)} "
-                f"| {p.get('cas_conflicts', 0):,} | {sum(p['refused'].values())} "
-                f"| {sum(p['errors'].values())} | {_node_cpu(p)} | {_node_rss(p)} |"
-            )
-        lines += [
-            "",
-            f"etcd conservation: granted {c['granted_micros']:,} micros, taken "
-            f"{c['taken_micros']:,}, reservation records {c['reservation_records_micros']:,} "
-            f"({c['reservation_records']:,} records): {_verdict(c['holds'])}.",
-            "",
-            "budgetd / etcd, reserve on the hot set (throughput: above 1 is budgetd faster; "
-            "latency: below 1 is budgetd faster):",
-            "",
-            "| conc. | budgetd ops/s | etcd ops/s | ratio | budgetd p50 | etcd p50 | ratio | "
-            "budgetd p99 | etcd p99 | ratio |",
-            "|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
-        ]
-        for r in result.get("vs_etcd", []):
-            lines.append(
-                f"| {r['concurrency']} | {_fmt(r['ops_per_s_budgetd'], 0)} | {_fmt(r['ops_per_s_etcd'], 0)} "
-                f"| {_fmt(r['ops_per_s_ratio'], 2)} | {_fmt(r['p50_ms_budgetd'], 2)} "
-                f"| {_fmt(r['p50_ms_etcd'], 2)} | {_fmt(r['p50_ms_ratio'], 2)} "
-                f"| {_fmt(r['p99_ms_budgetd'], 2)} | {_fmt(r['p99_ms_etcd'], 2)} "
-                f"| {_fmt(r['p99_ms_ratio'], 2)} |"
-            )
-        lines.append("")
+        lines += _etcd_lines(result)
     return "\n".join(lines)
 
 
@@ -319,8 +401,9 @@ def failures(result: dict[str, Any]) -> list[str]:
         for p in [*sweep["points"], *sweep.get("reservations", [])]:
             if p.get("conservation_holds") is False:
                 failed.append(
-                    f"budgetd {nodes} nodes {p.get('workload', 'reserve')}/{p.get('campaigns', 'fill')} "
-                    f"c={p['concurrency']}: conservation broken: {p['conservation']}"
+                    f"budgetd {nodes} nodes {p.get('workload', 'reserve')}/"
+                    f"{p.get('campaigns', 'fill')} c={p['concurrency']}: conservation broken: "
+                    f"{p['conservation']}"
                 )
     if "etcd" in result and result["etcd"]["conservation"]["holds"] is False:
         failed.append(f"etcd conservation broken: {result['etcd']['conservation']}")
@@ -338,13 +421,25 @@ def _plot(result: dict[str, Any], path: Path) -> Path | None:
     figure, (throughput, p99) = plt.subplots(1, 2, figsize=(12, 4.5))
     series: list[tuple[str, list[dict[str, Any]], dict[str, Any]]] = []
     for nodes, sweep in result["budgetd"].items():
-        keys = sorted({(p["workload"], p["campaigns"]) for p in sweep["points"] if p["workload"] != "wallet"})
+        keys = sorted(
+            {(p["workload"], p["campaigns"]) for p in sweep["points"] if p["workload"] != "wallet"}
+        )
         for workload, campaigns in keys:
-            points = [p for p in sweep["points"] if (p["workload"], p["campaigns"]) == (workload, campaigns)]
+            points = [
+                p
+                for p in sweep["points"]
+                if (p["workload"], p["campaigns"]) == (workload, campaigns)
+            ]
             style = {"linestyle": "-" if campaigns == "hot" else "--", "marker": "o"}
             series.append((f"budgetd {nodes}n {workload}/{campaigns}", points, style))
     if "etcd" in result:
-        series.append(("etcd 3m reserve/hot", result["etcd"]["points"], {"color": "black", "linewidth": 2.5, "marker": "s"}))
+        series.append(
+            (
+                "etcd 3m reserve/hot",
+                result["etcd"]["points"],
+                {"color": "black", "linewidth": 2.5, "marker": "s"},
+            )
+        )
     for label, points, style in series:
         points = sorted(points, key=lambda p: p["concurrency"])
         xs = [p["concurrency"] for p in points]
@@ -358,7 +453,9 @@ def _plot(result: dict[str, Any], path: Path) -> Path | None:
         axis.set_title(title)
         axis.grid(True, which="both", alpha=0.3)
     throughput.legend(fontsize=7)
-    figure.suptitle(f"scripts/bench {result['started_utc']} (medians of {result['options']['repeats']})")
+    figure.suptitle(
+        f"scripts/bench {result['started_utc']} (medians of {result['options']['repeats']})"
+    )
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
