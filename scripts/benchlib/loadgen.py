@@ -239,16 +239,26 @@ class _Worker:
         return tally.answer() | {"latencies_s": []}
 
     async def _batch(
-        self, tally: _Tally, message: dict[str, Any], ops: list[dict[str, Any]]
+        self,
+        tally: _Tally,
+        message: dict[str, Any],
+        ops: list[dict[str, Any]],
+        open_: deque[tuple[int, int]] | None = None,
     ) -> None:
+        """One /v1/batch request; granted reservations go to ``open_`` when given."""
         answer = await self._budgetd_op(tally, message, "/v1/batch", {"ops": ops}, len(ops))
         if answer is None:
             return
-        for result in answer["results"]:
+        for op, result in zip(ops, answer["results"], strict=True):
             code = result.get("code", "ok")
-            if code == "ok":
+            if code == "ok" and op["op"] == "reserve":
                 tally.ops["reserve"] += 1
                 tally.granted_micros += int(result["granted_micros"])
+                if open_ is not None:
+                    open_.append((int(result["reservation_id"]), int(result["granted_micros"])))
+            elif code == "ok":
+                tally.ops[op["op"]] += 1
+                tally.released_micros += int(result["released_micros"])
             elif code == "outcome_unknown":
                 tally.unknown += 1
                 tally.errors[code] += 1
@@ -322,12 +332,22 @@ class _Worker:
     async def _batch_reserves(
         self, tally: _Tally, message: dict[str, Any], rng: random.Random, state: dict[str, Any]
     ) -> None:
+        """One request of ``batch_ops`` ops: releases of up to half of them (reservations this
+        process took in earlier requests, so open reservations stay bounded), reserves for the
+        rest."""
         prefix, campaigns = message["campaign_prefix"], message["campaigns"]
+        open_: deque[tuple[int, int]] = state["open"]
+        size = message["batch_ops"]
+        releases = min(size // 2, len(open_))
         ops = [
-            _reserve_op(self._key(message), prefix, rng.randrange(campaigns), TTL_MS)
-            for _ in range(message["batch_ops"])
+            {"op": "release", "idempotency_key": self._key(message), "reservation_id": rid}
+            for rid, _ in (open_.popleft() for _ in range(releases))
         ]
-        await self._batch(tally, message, ops)
+        ops += [
+            _reserve_op(self._key(message), prefix, rng.randrange(campaigns), TTL_MS)
+            for _ in range(size - releases)
+        ]
+        await self._batch(tally, message, ops, open_)
 
     async def _etcd_reserve(
         self, tally: _Tally, message: dict[str, Any], rng: random.Random, state: dict[str, Any]
