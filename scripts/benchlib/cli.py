@@ -17,6 +17,7 @@ import statistics
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -43,6 +44,8 @@ FILL_CAMPAIGNS: Final = 100
 FILL_CONCURRENCY: Final = 64
 READY_TIMEOUT_S: Final = 60.0
 FAILOVER_TIMEOUT_S: Final = 60.0
+#: How long a money read (for the conservation check) is retried while the cluster is busy.
+MONEY_READ_TIMEOUT_S: Final = 60.0
 #: An answer of a load generator may come this long after its window closed (wallet close,
 #: the last requests' timeouts) before the run is abandoned.
 ANSWER_GRACE_S: Final = 60.0
@@ -371,10 +374,23 @@ def _leader(cluster: LocalCluster, timeout_s: float = 30.0) -> str:
     raise RuntimeError("the cluster has no leader")
 
 
-def _money(url: str, token: str, campaign_id: str) -> tuple[int, int]:
-    """(held, spent) totals of a campaign's subtree, read through the log."""
-    body = _get_json(f"{url}/v1/campaigns/{campaign_id}?consistency=strong", token)
-    return int(body["held_total_micros"]), int(body["spent_total_micros"])
+def _money(url: str, token: str, campaign_id: str) -> tuple[int, int] | str:
+    """(held, spent) totals of a campaign's subtree, read through the log; retried while the
+    cluster answers 503/504 (an overloaded queue), else what went wrong."""
+    deadline = time.monotonic() + MONEY_READ_TIMEOUT_S
+    problem = ""
+    while time.monotonic() < deadline:
+        try:
+            body = _get_json(f"{url}/v1/campaigns/{campaign_id}?consistency=strong", token)
+            return int(body["held_total_micros"]), int(body["spent_total_micros"])
+        except urllib.error.HTTPError as exc:
+            problem = f"GET /v1/campaigns/{campaign_id} answered {exc.code}"
+            if exc.code not in (503, 504):
+                return problem
+        except OSError as exc:
+            problem = f"GET /v1/campaigns/{campaign_id}: {exc}"
+        time.sleep(0.5)
+    return f"{problem} for {MONEY_READ_TIMEOUT_S:g} s"
 
 
 def _now_tag() -> str:
@@ -444,6 +460,8 @@ class Bench:
         self.gens = gens
         self.folder = folder
         self.seed = 0
+        #: Each sweep as it grows, so an aborted run still writes the points it measured.
+        self.partial: dict[int, dict[str, Any]] = {}
 
     def _target(self, cluster: LocalCluster) -> dict[str, Any]:
         leader = cluster.node(_leader(cluster))
@@ -488,7 +506,7 @@ class Bench:
         the processes' CPU over the window, RSS after it, and the conservation check."""
         budgetd = target["store"] == "budgetd"
         token = target.get("token", "")
-        money_before = _money(target["url"], token, campaign_set) if budgetd else (0, 0)
+        money_before = _money(target["url"], token, campaign_set) if budgetd else None
         start_at = time.monotonic() + DISPATCH_S + self.plan.warmup_s
         end_at = start_at + self.plan.duration_s
         shares = _split(concurrency, min(len(self.gens.processes), concurrency))
@@ -515,14 +533,16 @@ class Bench:
             if message is not None:
                 pipe.send(message)
         all_pids = {**pids, **{f"loadgen{i}": pid for i, pid in enumerate(self.gens.pids)}}
+        # Both edges read in the same order (CPU, clock, /metrics), so the deltas span the same
+        # interval up to the difference between two scrapes.
         time.sleep(max(0.0, start_at - time.monotonic()))
-        counters_0 = self._counters(target) if budgetd else None
         cpu_0 = {name: observe.cpu_seconds(pid) for name, pid in all_pids.items()}
         t0 = time.monotonic()
+        counters_0 = self._counters(target) if budgetd else None
         time.sleep(max(0.0, end_at - time.monotonic()))
-        counters_1 = self._counters(target) if budgetd else None
         cpu_1 = {name: observe.cpu_seconds(pid) for name, pid in all_pids.items()}
         t1 = time.monotonic()
+        counters_1 = self._counters(target) if budgetd else None
         answers = []
         for pipe, message in zip(self.gens.pipes, messages, strict=False):
             if message is None:
@@ -533,7 +553,7 @@ class Bench:
             if "failed" in answer:
                 raise RuntimeError(f"load generator failed {workload}: {answer['failed']}")
             answers.append(answer)
-        money_after = _money(target["url"], token, campaign_set) if budgetd else (0, 0)
+        money_after = _money(target["url"], token, campaign_set) if budgetd else None
         merged = report.merge(answers, self.plan.duration_s)
         seconds = t1 - t0
         cpu = {
@@ -545,7 +565,7 @@ class Bench:
         merged["rss_bytes"] = {name: observe.rss_bytes(pid) for name, pid in pids.items()}
         if counters_0 is not None and counters_1 is not None:
             merged["leader"] = counters_0.delta(counters_1, seconds)
-        if budgetd:
+        if money_before is not None and money_after is not None:
             merged["conservation"] = report.conservation(
                 workload, merged, before=money_before, after=money_after
             )
@@ -563,6 +583,7 @@ class Bench:
         """Every workload x set x concurrency on one fresh cluster of ``nodes``."""
         plan = self.plan
         out: dict[str, Any] = {"nodes": nodes, "setup_s": {}, "points": []}
+        self.partial[nodes] = out
         folder = Path(tempfile.mkdtemp(prefix=f"budgetd-{nodes}n-", dir=self.folder))
         with _budgetd(folder, nodes) as cluster:
             target = self._target(cluster)
@@ -800,9 +821,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix=".bench-data-", dir=out_dir) as data:
         result["machine"] = observe.machine(data)
         gens = LoadGens(plan.args.loadgens)
+        bench = Bench(plan, gens, Path(data))
+        result["budgetd"] = {}
         try:
-            bench = Bench(plan, gens, Path(data))
-            result["budgetd"] = {}
             for nodes in plan.args.nodes:
                 print(f"budgetd, {nodes} nodes", flush=True)
                 result["budgetd"][str(nodes)] = bench.sweep(nodes)
@@ -813,6 +834,12 @@ def main(argv: list[str] | None = None) -> int:
                 print("etcd, 3 members", flush=True)
                 result["etcd"] = bench.etcd()
                 result["vs_etcd"] = report.ratios(result)
+        except (RuntimeError, OSError) as exc:
+            # The points measured so far are still written; the run fails.
+            result["aborted"] = f"{type(exc).__name__}: {exc}"
+            print(f"scripts/bench: run aborted: {result['aborted']}", file=sys.stderr)
+            for nodes, sweep in bench.partial.items():
+                result["budgetd"].setdefault(str(nodes), sweep)
         finally:
             gens.close()
     result["elapsed_s"] = time.monotonic() - began

@@ -77,11 +77,18 @@ def merge(answers: list[dict[str, Any]], duration_s: float) -> dict[str, Any]:
 
 
 def conservation(
-    workload: str, run: dict[str, Any], *, before: tuple[int, int], after: tuple[int, int]
+    workload: str,
+    run: dict[str, Any],
+    *,
+    before: tuple[int, int] | str,
+    after: tuple[int, int] | str,
 ) -> dict[str, Any]:
     """Money the answers say was granted (less what releases returned) against what the store
     says its campaigns hold and spent; for wallets, commits against spend and nothing left
-    held. ``holds`` is None when some outcome is unknown (then an exact check cannot be made)."""
+    held. ``holds`` is None when some outcome is unknown (then an exact check cannot be made)
+    or the store could not be read (``before`` / ``after`` say why)."""
+    if isinstance(before, str) or isinstance(after, str):
+        return {"holds": None, "unread": before if isinstance(before, str) else after}
     held_delta = after[0] - before[0]
     spent_delta = after[1] - before[1]
     check: dict[str, Any] = {"held_delta_micros": held_delta, "spent_delta_micros": spent_delta}
@@ -189,7 +196,7 @@ def one_line(nodes: int, point: dict[str, Any], *, label: str = "") -> str:
 
 
 def _verdict(holds: bool | None) -> str:
-    return {True: "holds", False: "BROKEN", None: "n/a (unknown outcomes)"}[holds]
+    return {True: "holds", False: "BROKEN", None: "n/a (unknown outcome or unread)"}[holds]
 
 
 def ratios(result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -376,6 +383,7 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [
         f"# scripts/bench, {result['started_utc']}",
         "",
+        *([f"**Aborted**: {result['aborted']}", ""] if "aborted" in result else []),
         f"`{result['command']}` — {result['elapsed_s'] / 60:.1f} min (estimate "
         f"{result['estimate_s'] / 60:.1f}); {o['repeats']} repeats of {o['duration_s']:g} s "
         f"after {o['warmup_s']:g} s warm-up, medians; {o['loadgens']} load-generator process(es) "
@@ -396,7 +404,7 @@ def markdown(result: dict[str, Any]) -> str:
 
 def failures(result: dict[str, Any]) -> list[str]:
     """Broken conservation checks (a refusal to lose money is the one result that fails a run)."""
-    failed = []
+    failed = [f"aborted: {result['aborted']}"] if "aborted" in result else []
     for nodes, sweep in result["budgetd"].items():
         for p in [*sweep["points"], *sweep.get("reservations", [])]:
             if p.get("conservation_holds") is False:
@@ -405,7 +413,7 @@ def failures(result: dict[str, Any]) -> list[str]:
                     f"{p.get('campaigns', 'fill')} c={p['concurrency']}: conservation broken: "
                     f"{p['conservation']}"
                 )
-    if "etcd" in result and result["etcd"]["conservation"]["holds"] is False:
+    if "etcd" in result and result["etcd"].get("conservation", {}).get("holds") is False:
         failed.append(f"etcd conservation broken: {result['etcd']['conservation']}")
     return failed
 
