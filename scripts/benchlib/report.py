@@ -323,6 +323,40 @@ def _sweep_lines(nodes: str, sweep: dict[str, Any], o: dict[str, Any]) -> list[s
     return lines
 
 
+def _nodes_lines(result: dict[str, Any]) -> list[str]:
+    """Each point of the smallest cluster against the same point of every larger one."""
+    sizes = sorted(result["budgetd"], key=int)
+    base = sizes[0]
+    by_key = {
+        size: {(p["workload"], p["campaigns"], p["concurrency"]): p for p in sweep["points"]}
+        for size, sweep in result["budgetd"].items()
+    }
+    lines = [f"## {' against '.join(sizes)} nodes", ""]
+    for other in sizes[1:]:
+        lines += [
+            f"{other} nodes / {base} nodes (ops/s below 1 or p99 above 1: {other} nodes slower):",
+            "",
+            *_table(
+                [
+                    "workload", "campaigns", "conc.", f"ops/s {base}n", f"ops/s {other}n",
+                    "ratio", f"p99 ms {base}n", f"p99 ms {other}n", "ratio",
+                ],
+                "llrrrrrrr",
+            ),
+        ]  # fmt: skip
+        for key, a in by_key[base].items():
+            b = by_key[other].get(key)
+            if b is None:
+                continue
+            cells: list[Any] = list(key)
+            for field, digits in (("ops_per_s", 0), ("p99_ms", 2)):
+                ratio = b[field] / a[field] if a[field] and b[field] is not None else None
+                cells += [_fmt(a[field], digits), _fmt(b[field], digits), _fmt(ratio, 2)]
+            lines.append(_row(*cells))
+        lines.append("")
+    return lines
+
+
 def _etcd_lines(result: dict[str, Any]) -> list[str]:
     etcd = result["etcd"]
     c = etcd["conservation"]
@@ -397,6 +431,8 @@ def markdown(result: dict[str, Any]) -> str:
     ]
     for nodes, sweep in result["budgetd"].items():
         lines += _sweep_lines(nodes, sweep, o)
+    if len(result["budgetd"]) > 1:
+        lines += _nodes_lines(result)
     if "etcd" in result:
         lines += _etcd_lines(result)
     return "\n".join(lines)
