@@ -19,7 +19,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -44,6 +44,7 @@ FILL_CAMPAIGNS: Final = 100
 FILL_CONCURRENCY: Final = 64
 READY_TIMEOUT_S: Final = 60.0
 FAILOVER_TIMEOUT_S: Final = 60.0
+LEADER_TIMEOUT_S: Final = 60.0
 #: How long a money read (for the conservation check) is retried while the cluster is busy.
 MONEY_READ_TIMEOUT_S: Final = 60.0
 #: An answer of a load generator may come this long after its window closed (wallet close,
@@ -358,20 +359,24 @@ def _get_text(url: str, timeout_s: float = 10.0) -> str:
         return str(response.read().decode())
 
 
-def _leader(cluster: LocalCluster, timeout_s: float = 30.0) -> str:
+def _leader(cluster: LocalCluster, timeout_s: float = LEADER_TIMEOUT_S) -> str:
+    """The id of the leader as some running node knows it (a busy node may take seconds)."""
     deadline = time.monotonic() + timeout_s
+    seen = ""
     while time.monotonic() < deadline:
         for node in cluster.nodes:
             if not node.running:
                 continue
             try:
-                body = _get_json(node.url + "/v1/cluster", cluster.token)
-            except OSError:
+                body = _get_json(node.url + "/v1/cluster", cluster.token, timeout_s=5.0)
+            except OSError as exc:
+                seen = f"{node.node_id}: {exc}"
                 continue
             if body.get("leader_id"):
                 return str(body["leader_id"])
-        time.sleep(0.05)
-    raise RuntimeError("the cluster has no leader")
+            seen = f"{node.node_id} knows no leader"
+        time.sleep(0.1)
+    raise RuntimeError(f"the cluster has no leader after {timeout_s:g} s (last: {seen})")
 
 
 def _money(url: str, token: str, campaign_id: str) -> tuple[int, int] | str:
@@ -439,7 +444,11 @@ def _failover(cluster: LocalCluster, campaign_id: str, repeat: int) -> float:
 
 
 @contextmanager
-def _budgetd(folder: Path, nodes: int) -> Iterator[LocalCluster]:
+def _budgetd(
+    folder: Path, nodes: int, on_error: Callable[[LocalCluster], None]
+) -> Iterator[LocalCluster]:
+    """A started, ready cluster, stopped (by PID) at the end; ``on_error`` sees it first when
+    something raised."""
     cluster = LocalCluster.on_free_ports(folder, nodes)
     cluster.log_level = "warning"
     try:
@@ -448,6 +457,9 @@ def _budgetd(folder: Path, nodes: int) -> Iterator[LocalCluster]:
         if cluster.wait_ready(READY_TIMEOUT_S):
             raise RuntimeError("the cluster did not become ready:\n" + cluster.logs())
         yield cluster
+    except BaseException:
+        on_error(cluster)
+        raise
     finally:
         cluster.stop_all()
 
@@ -462,6 +474,15 @@ class Bench:
         self.seed = 0
         #: Each sweep as it grows, so an aborted run still writes the points it measured.
         self.partial: dict[int, dict[str, Any]] = {}
+
+    def keep_logs(self, cluster: LocalCluster, name: str) -> None:
+        """Copy the nodes' logs next to the results (the data dir is deleted at the end)."""
+        folder = self.plan.args.out / f"logs-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{name}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for node in cluster.nodes:
+            if node.log.exists():
+                shutil.copy(node.log, folder / node.log.name)
+        print(f"  node logs kept in {folder}", flush=True)
 
     def _target(self, cluster: LocalCluster) -> dict[str, Any]:
         leader = cluster.node(_leader(cluster))
@@ -562,6 +583,7 @@ class Bench:
             if before is not None and cpu_1.get(name) is not None
         }
         merged["cpu_s_per_s"] = cpu
+        merged["leader_id"] = target.get("leader_id")
         merged["rss_bytes"] = {name: observe.rss_bytes(pid) for name, pid in pids.items()}
         if counters_0 is not None and counters_1 is not None:
             merged["leader"] = counters_0.delta(counters_1, seconds)
@@ -585,7 +607,7 @@ class Bench:
         out: dict[str, Any] = {"nodes": nodes, "setup_s": {}, "points": []}
         self.partial[nodes] = out
         folder = Path(tempfile.mkdtemp(prefix=f"budgetd-{nodes}n-", dir=self.folder))
-        with _budgetd(folder, nodes) as cluster:
+        with _budgetd(folder, nodes, lambda c: self.keep_logs(c, f"sweep-{nodes}n")) as cluster:
             target = self._target(cluster)
             pids = {node.node_id: node.process.pid for node in cluster.nodes if node.process}
             out["leader_at_start"] = target["leader_id"]
@@ -602,6 +624,7 @@ class Bench:
                     for concurrency in plan.concurrency:
                         runs = []
                         for repeat in range(plan.repeats):
+                            target = self._target(cluster)  # leadership may have moved
                             tag = (
                                 f"n{nodes}{workload[:2]}{name[0]}{concurrency}r{repeat}{_now_tag()}"
                             )
@@ -624,18 +647,23 @@ class Bench:
                         }
                         out["points"].append(point)
                         print("  " + report.one_line(nodes, point), flush=True)
-            out["leader_at_end"] = _leader(cluster)
             if plan.args.failover:
-                out["failover_s"] = [
-                    _failover(cluster, f"{plan.sets[0]}:c0", repeat)
-                    for repeat in range(plan.repeats)
-                ]
-                out["failover_s_median"] = statistics.median(out["failover_s"])
-                print(
-                    f"  {nodes} nodes: kill -9 of the leader to the first acknowledged reserve: "
-                    f"median {out['failover_s_median']:.2f} s of {out['failover_s']}",
-                    flush=True,
-                )
+                try:
+                    out["failover_s"] = [
+                        _failover(cluster, f"{plan.sets[0]}:c0", repeat)
+                        for repeat in range(plan.repeats)
+                    ]
+                except RuntimeError as exc:  # the sweep's figures stand; say what went wrong
+                    out["failover_error"] = str(exc)
+                    print(f"  {nodes} nodes: failover not measured: {exc}", flush=True)
+                    self.keep_logs(cluster, f"failover-{nodes}n")
+                else:
+                    out["failover_s_median"] = statistics.median(out["failover_s"])
+                    print(
+                        f"  {nodes} nodes: kill -9 of the leader to the first acknowledged "
+                        f"reserve: median {out['failover_s_median']:.2f} s of {out['failover_s']}",
+                        flush=True,
+                    )
         shutil.rmtree(folder, ignore_errors=True)
         return out
 
@@ -645,7 +673,7 @@ class Bench:
         plan = self.plan
         rows: list[dict[str, Any]] = []
         folder = Path(tempfile.mkdtemp(prefix=f"budgetd-fill-{nodes}n-", dir=self.folder))
-        with _budgetd(folder, nodes) as cluster:
+        with _budgetd(folder, nodes, lambda c: self.keep_logs(c, f"fill-{nodes}n")) as cluster:
             target = self._target(cluster)
             pids = {node.node_id: node.process.pid for node in cluster.nodes if node.process}
             self.create_set(target, "fill", FILL_CAMPAIGNS)
