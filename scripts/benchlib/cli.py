@@ -198,7 +198,7 @@ class Plan:
         return per_cluster * len(self.args.nodes)
 
     def estimate_s(self) -> float:
-        run_s = self.warmup_s + self.duration_s + DISPATCH_S + 1.0
+        run_s = self.warmup_s + self.duration_s + DISPATCH_S + 2.0  # reads, scrapes, tail
         total = self.points() * self.repeats * run_s
         total += len(self.args.nodes) * 10.0  # start, leader, stop
         if self.args.failover:
