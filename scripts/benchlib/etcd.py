@@ -9,7 +9,9 @@ is a refusal. Spoken over etcd's JSON gateway (``/v3/kv/range``, ``/v3/kv/txn``)
 generator is the same aiohttp code as budgetd's. etcd fsyncs its WAL before it answers (its
 default; the script never passes ``--unsafe-no-fsync``).
 
-Used by scripts/bench_cluster.py ``--vs-etcd``; etcd comes from Debian's etcd-server package.
+Used by scripts/bench ``--vs-etcd`` (benchlib.loadgen drives it from the load-generator
+processes); etcd comes from Debian's etcd-server package (`ensure_etcd` installs it with apt-get
+when run as root).
 """
 
 from __future__ import annotations
@@ -34,6 +36,30 @@ from budgetd.localcluster import free_ports
 
 CAS_TRIES_MAX = 64
 START_TIMEOUT_S = 30.0
+APT_TIMEOUT_S = 600.0
+
+
+def ensure_etcd() -> str:
+    """The path of the etcd binary; installs Debian's etcd-server with apt-get when it is missing
+    and this runs as root. Raises SystemExit saying what to do otherwise."""
+    binary = shutil.which("etcd")
+    if binary is not None:
+        return binary
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        raise SystemExit("--vs-etcd needs etcd on PATH: apt-get install -y etcd-server (as root)")
+    print("installing etcd-server with apt-get", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for command in (
+        ["apt-get", "update", "-qq"],
+        ["apt-get", "install", "-y", "-qq", "etcd-server"],
+    ):
+        subprocess.run(
+            command, check=True, env=env, timeout=APT_TIMEOUT_S, stdout=subprocess.DEVNULL
+        )
+    binary = shutil.which("etcd")
+    if binary is None:
+        raise SystemExit("apt-get installed etcd-server but etcd is still not on PATH")
+    return binary
 
 
 def _b64(text: str) -> str:
@@ -51,9 +77,7 @@ class EtcdCluster:
     client_urls: list[str] = field(default_factory=list)
 
     def start(self) -> None:
-        binary = shutil.which("etcd")
-        if binary is None:
-            raise SystemExit("--vs-etcd needs etcd on PATH: apt-get install -y etcd-server")
+        binary = ensure_etcd()
         ports = free_ports(2 * self.size)
         names = [f"e{i}" for i in range(self.size)]
         peers = [f"http://127.0.0.1:{ports[2 * i + 1]}" for i in range(self.size)]
@@ -114,6 +138,11 @@ class EtcdCluster:
             if body.get("leader") == body.get("header", {}).get("member_id"):
                 return url
         raise SystemExit("etcd has no leader")
+
+    @property
+    def pids(self) -> dict[str, int]:
+        """Member name -> PID of the members started."""
+        return {f"e{index}": process.pid for index, process in enumerate(self.processes)}
 
     def logs(self) -> str:
         return "\n".join(

@@ -1,0 +1,158 @@
+"""What the benchmark reads besides the answers: CPU and memory of the processes it started (from
+/proc) and the leader's counters (from /metrics), as deltas over a measured window.
+
+Reads only /proc/<pid>/ of PIDs it was given and the public /metrics route; never budgetd's
+internals.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+__all__ = ["LeaderCounters", "cpu_seconds", "machine", "parse_metrics", "rss_bytes"]
+
+_CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of ``pid`` and its reaped children (a node's snapshot writer);
+    None when the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    # after the command: state(0) ... utime(11) stime(12) cutime(13) cstime(14)
+    return sum(int(fields[index]) for index in (11, 12, 13, 14)) / _CLOCK_TICKS_PER_S
+
+
+def rss_bytes(pid: int) -> int | None:
+    """Resident set size of ``pid`` (VmRSS), None when the process is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Prometheus text -> ``{"name{label=value,...}": value}`` (labels sorted, ``node`` left
+    out: a scrape reads one node)."""
+    samples: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(
+                f"{key}={value}" for key, value in sorted(sample.labels.items()) if key != "node"
+            )
+            samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return samples
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderCounters:
+    """The leader's counters the report uses, at one instant."""
+
+    raft_commit_index: float
+    entries_ok: float
+    batch_ops_sum: float
+    batch_ops_count: float
+    batch_ops_buckets: tuple[tuple[float, float], ...]
+    journal_syncs: float
+
+    @classmethod
+    def of(cls, samples: dict[str, float]) -> LeaderCounters:
+        buckets = []
+        for key, value in samples.items():
+            if key.startswith("budgetd_proposer_batch_ops_bucket{"):
+                bound = key.split("le=", 1)[1].rstrip("}")
+                buckets.append((float(bound), value))
+        return cls(
+            raft_commit_index=samples.get("budgetd_raft_commit_index", 0.0),
+            entries_ok=samples.get("budgetd_proposer_entries_total{outcome=ok}", 0.0),
+            batch_ops_sum=samples.get("budgetd_proposer_batch_ops_sum", 0.0),
+            batch_ops_count=samples.get("budgetd_proposer_batch_ops_count", 0.0),
+            batch_ops_buckets=tuple(sorted(buckets)),
+            journal_syncs=samples.get("budgetd_journal_sync_seconds_count", 0.0),
+        )
+
+    def delta(self, later: LeaderCounters, seconds: float) -> dict[str, Any]:
+        """Rates and proposer batch sizes between this scrape and ``later``."""
+        entries = later.batch_ops_count - self.batch_ops_count
+        ops = later.batch_ops_sum - self.batch_ops_sum
+        counts = {bound: count for bound, count in self.batch_ops_buckets}
+        cumulative = [
+            (bound, count - counts.get(bound, 0.0)) for bound, count in later.batch_ops_buckets
+        ]
+        return {
+            "raft_entries_per_s": (later.raft_commit_index - self.raft_commit_index) / seconds,
+            "proposer_entries_per_s": entries / seconds,
+            "proposer_ops_per_entry_mean": ops / entries if entries else None,
+            "proposer_ops_per_entry_p50_le": _bucket_quantile(cumulative, 0.5),
+            "proposer_ops_per_entry_p99_le": _bucket_quantile(cumulative, 0.99),
+            "journal_syncs_per_s": (later.journal_syncs - self.journal_syncs) / seconds,
+        }
+
+
+def _bucket_quantile(cumulative: list[tuple[float, float]], share: float) -> float | None:
+    """The upper bound of the histogram bucket holding the ``share`` quantile (None: empty)."""
+    if not cumulative or cumulative[-1][1] <= 0:
+        return None
+    total = cumulative[-1][1]
+    for bound, count in cumulative:
+        if count >= share * total:
+            return bound
+    return cumulative[-1][0]
+
+
+def machine(data_dir: str) -> dict[str, Any]:
+    """The machine a run measured: cores, CPU model, kernel, memory, the data dir's disk."""
+    info: dict[str, Any] = {"nproc": os.cpu_count(), "kernel": os.uname().release}
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    info["cpu_model"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        with open("/proc/meminfo") as meminfo:
+            info["mem_total_bytes"] = int(meminfo.readline().split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    info["disk"] = _disk_of(data_dir)
+    info["load_average_1m"] = os.getloadavg()[0]
+    return info
+
+
+def _disk_of(path: str) -> dict[str, Any]:
+    """Mount source, file system type and (for a whole block device) rotational flag and model
+    of the file system holding ``path``."""
+    best = ("", "", "")
+    real = os.path.realpath(path)
+    try:
+        with open("/proc/self/mounts") as mounts:
+            for line in mounts:
+                source, target, fstype = line.split()[:3]
+                inside = real == target or real.startswith(target.rstrip("/") + "/")
+                if inside and len(target) >= len(best[1]):
+                    best = (source, target, fstype)
+    except OSError:
+        pass
+    disk: dict[str, Any] = {"source": best[0], "mount": best[1], "fstype": best[2]}
+    device = os.path.basename(best[0])
+    block = f"/sys/block/{device}"
+    for name, relative in (("rotational", "queue/rotational"), ("model", "device/model")):
+        try:
+            with open(f"{block}/{relative}") as handle:
+                disk[name] = handle.read().strip()
+        except OSError:
+            pass
+    return disk
