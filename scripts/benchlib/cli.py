@@ -13,6 +13,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -828,6 +829,9 @@ def main(argv: list[str] | None = None) -> int:
     print(plan.describe(), flush=True)
     if plan.args.dry_run:
         return 0
+    # SIGTERM (a supervisor, `kill PID`) unwinds like Ctrl-C: every cluster, etcd and load
+    # generator this run started is stopped on the way out.
+    signal.signal(signal.SIGTERM, _interrupted)
     refusal = _busy(plan)
     if refusal:
         print(refusal, file=sys.stderr)
@@ -880,6 +884,10 @@ def main(argv: list[str] | None = None) -> int:
     for line in failed:
         print(f"FAILED: {line}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _interrupted(signum: int, _frame: object) -> NoReturn:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _has_uvloop() -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -115,3 +116,62 @@ def test_dry_run_prints_the_plan_and_an_estimate() -> None:
     assert done.returncode == 0, done.stderr
     assert "nodes 3,5" in done.stdout and "etcd" in done.stdout
     assert "estimate: about" in done.stdout
+
+
+def test_sigterm_stops_every_process_the_run_started(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    run = subprocess.Popen(
+        [str(BENCH), "--force", "--workloads", "reserve", "--campaigns", "hot",
+         "--concurrency", "1", "--no-failover", "--out", str(out)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not _children(run.pid) - {run.pid} and time.monotonic() < deadline:
+            time.sleep(0.2)
+        started = _descendants(run.pid)
+        assert started, "the run started no process"
+        time.sleep(2)  # into the cluster's start or the first window
+        started |= _descendants(run.pid)
+        run.terminate()
+        _, stderr = run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait(10)
+    assert run.returncode == 130, stderr
+    assert "interrupted" in stderr.strip().splitlines()[-1]
+    deadline = time.monotonic() + 30  # a process may take a moment to exit after its parent
+    while (left := [pid for pid in started if _alive(pid)]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not left, [_read(f"/proc/{pid}/cmdline") for pid in left]
+    assert not list(out.glob(".bench-data-*"))
+
+
+def _children(pid: int) -> set[int]:
+    return {pid, *(int(p) for p in _read(f"/proc/{pid}/task/{pid}/children").split())}
+
+
+def _descendants(pid: int) -> set[int]:
+    found: set[int] = set()
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        for child in _children(current) - {current}:
+            if child not in found:
+                found.add(child)
+                pending.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    state = _read(f"/proc/{pid}/stat").rsplit(")", 1)[-1].split()[:1]
+    return bool(state) and state[0] != "Z"
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as file:
+            return file.read()
+    except OSError:
+        return ""
