@@ -78,6 +78,10 @@ if any of them moves):
   ``SyncObj.__applyLogEntries`` (``_SyncObj__applyLogEntries``) returns whether an
   ``append_entries`` must go out now because entries were applied, and ``_onTick`` sends one when
   it says so or when the heartbeat is due.
+- ``SyncObj.__onMessageReceived`` (``_SyncObj__onMessageReceived``) is the transport's message
+  callback, looked up on the instance; given an ``append_entries`` whose ``prevLogIdx`` is below
+  its last entry, it deletes every entry after ``prevLogIdx`` before appending
+  (`DurableSyncObj.without_held_entries` trims what is already held).
 - ``__loadDumpFile`` keeps the journal only when ``journal[0] == prev`` and ``journal[1] ==
   last`` of the dump's raft data.
 - A follower stands for election once ``monotonic()`` passes ``_SyncObj__raftElectionDeadline``
@@ -412,3 +416,58 @@ class DurableSyncObj(SyncObj):
             if due_s < getattr(self, NEXT_APPEND_ENTRIES_ATTRIBUTE):
                 setattr(self, NEXT_APPEND_ENTRIES_ATTRIBUTE, due_s)
         return False
+
+    def _SyncObj__onMessageReceived(self, node: Any, message: Any) -> None:
+        """pysyncobj's handler of every peer message, given append_entries without the entries
+        this follower already holds (`without_held_entries`)."""
+        SyncObj._SyncObj__onMessageReceived(self, node, self.without_held_entries(message))
+
+    def without_held_entries(self, message: Any) -> Any:
+        """An ``append_entries`` of the current term trimmed of the leading entries this node
+        already holds (same index, same term), so that pysyncobj never truncates them.
+
+        pysyncobj (0.3.17) deletes every entry after ``prevLogIdx`` before it appends, even
+        entries equal to the ones it is sent. A leader re-sends a range whenever an older ack
+        moves its next index back (several append_entries are in flight under load), so a
+        follower would delete entries it has acknowledged — durable entries a commit may
+        have counted — and re-append them (or fewer, when the leader's batch is smaller than
+        the deleted tail): a crash in between loses acknowledged entries, and every such
+        repeat logs pysyncobj's "truncating already-applied log entries". Raft deletes only
+        from the first conflicting entry (§5.3), which is what the trimmed message makes
+        pysyncobj do. Anything else (another term, a chunked transmission, a snapshot, a
+        ``prevLogIdx`` this node cannot match) passes unchanged.
+        """
+        if not (isinstance(message, dict) and message.get("type") == "append_entries"):
+            return message
+        entries = message.get("entries")
+        if not entries or "transmission" in message or message.get("term") != self._getTerm():
+            return message
+        journal = self._durable_journal
+        if journal is None or len(journal) == 0:
+            return message
+        first, last = journal[0][1], journal[-1][1]
+        previous = message.get("prevLogIdx")
+        if not isinstance(previous, int) or not first <= previous < last:
+            return message
+        if journal[previous - first][2] != message.get("prevLogTerm"):
+            return message  # pysyncobj refuses it: the logs differ before these entries
+        held = 0
+        for _command, index, term in entries:
+            if index > last or journal[index - first][2] != term:
+                break
+            held += 1
+        if held == 0:
+            return message
+        if held < len(entries):
+            # Append the rest after the last entry held; pysyncobj truncates from the first
+            # conflicting entry, if any, as Raft does.
+            _command, index, term = entries[held - 1]
+            return {**message, "prevLogIdx": index, "prevLogTerm": term, "entries": entries[held:]}
+        if entries[-1][1] == last or journal[-1][2] == message["term"]:
+            # Every entry held. This node's log then matches the leader's up to its own last
+            # entry: either that is the last one sent, or it has the leader's term and so came
+            # from this leader (one leader per term; Log Matching covers what precedes it).
+            # Acknowledge up to there without touching the log.
+            return {**message, "prevLogIdx": last, "prevLogTerm": journal[-1][2], "entries": []}
+        # Every entry held, but a tail of older terms follows them: pysyncobj's own path.
+        return message

@@ -495,3 +495,69 @@ def test_plain_pysyncobj_fails_the_same_check(tmp_path: Path, trace: Trace) -> N
     kinds = {line.split()[1] for line in found}
     assert {"ack", "ship"} <= kinds, textwrap.shorten(str(found), 300)
     assert durability_module.PYSYNCOBJ_VERSION  # the module under test is importable alongside
+
+
+def test_a_follower_keeps_the_entries_a_repeated_append_entries_sends_again(
+    tmp_path: Path,
+) -> None:
+    """pysyncobj deletes everything after ``prevLogIdx`` before appending, even entries equal to
+    the ones sent; the durable node trims what it holds, so only a conflict deletes (Raft §5.3)
+    and a repeat never takes acknowledged entries off the disk."""
+    address, leader_address = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    conf = SyncObjConf(
+        autoTick=False,
+        journalFile=str(tmp_path / "journal"),
+        fullDumpFile=str(tmp_path / "dump"),
+        bindAddress=address,
+        maxBindRetries=1,
+    )
+    # What the trimming relies on: the handler is looked up on the instance, and truncates
+    # after prevLogIdx whenever it holds more.
+    assert "setOnMessageReceivedCallback(self.__onMessageReceived)" in SYNCOBJ_SOURCE
+    assert "self.__deleteEntriesFrom(prevLogIdx + 1)" in SYNCOBJ_SOURCE
+    obj = DurableSyncObj(address, [leader_address], conf)
+    sent: list[dict[str, Any]] = []
+    obj._SyncObj__transport.send = lambda node, message: sent.append(message) or True
+    leader = next(iter(obj._SyncObj__otherNodes))
+    journal = getattr(obj, JOURNAL_ATTRIBUTE)
+    deletes: list[int] = []
+    delete = journal.deleteEntriesFrom
+    journal.deleteEntriesFrom = lambda position: deletes.append(position) or delete(position)
+
+    def append(term: int, prev: tuple[int, int], *entries: tuple[bytes, int, int]) -> int:
+        obj._SyncObj__onMessageReceived(
+            leader,
+            {"type": "append_entries", "term": term, "commit_index": 1, "entries": list(entries),
+             "prevLogIdx": prev[0], "prevLogTerm": prev[1]},
+        )  # fmt: skip
+        answer = sent.pop()
+        assert answer["type"] == "next_node_idx" and answer["success"], answer
+        return int(answer["next_node_idx"])
+
+    def log() -> list[tuple[int, int]]:
+        return [(entry[1], entry[2]) for entry in journal]
+
+    try:
+        a, b, c = (b"a", 2, 1), (b"b", 3, 1), (b"c", 4, 1)
+        assert append(1, (1, 0), a, b, c) == 5
+        # The leader re-sends from an older next index, in a smaller batch.
+        assert append(1, (1, 0), a) == 5
+        assert append(1, (2, 1), b) == 5
+        assert append(1, (1, 0), a, b, c) == 5
+        assert log() == [(1, 0), (2, 1), (3, 1), (4, 1)] and deletes == []
+        assert append(1, (1, 0), a, b, c, (b"d", 5, 1)) == 6  # the new one only is appended
+        assert deletes == []
+        # A new leader (term 2) whose log differs from index 3: deleted from there, as Raft does.
+        assert append(2, (5, 1)) == 6
+        x = (b"x", 3, 2)
+        assert append(2, (1, 0), a, x) == 4
+        assert log() == [(1, 0), (2, 1), (3, 2)] and len(deletes) == 1
+        # Held entries followed by a tail of an older term: pysyncobj's own path (nothing
+        # beyond the entries sent is acknowledged).
+        obj._SyncObj__onMessageReceived(leader, {"type": "append_entries", "term": 3,
+                                                 "commit_index": 1, "prevLogIdx": 3,
+                                                 "prevLogTerm": 2, "entries": []})  # fmt: skip
+        sent.clear()
+        assert append(3, (1, 0), a) == 3
+    finally:
+        obj.destroy()
