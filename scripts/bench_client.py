@@ -126,7 +126,9 @@ class InMemoryLedger:
         pass
 
 
-async def hot_path(pairs: int) -> dict[str, float]:
+async def _bench_wallet() -> tuple[InMemoryLedger, AsyncClient, Wallet]:
+    """A started wallet (no background task) over the in-memory ledger, with one slice large
+    enough that no refill interrupts a measurement; the ledger and client with it."""
     ledger = InMemoryLedger()
     client = AsyncClient(["127.0.0.1:1"], "t", transport=ledger)
     settings = WalletSettings(
@@ -139,6 +141,11 @@ async def hot_path(pairs: int) -> dict[str, float]:
     )
     wallet = Wallet(client, "acme", settings)
     await wallet.start(background=False)
+    return ledger, client, wallet
+
+
+async def hot_path(pairs: int) -> dict[str, float]:
+    ledger, client, wallet = await _bench_wallet()
     try_hold, win = wallet.try_hold, wallet.win
     chunk = 10_000
     gc.collect()
@@ -176,18 +183,7 @@ async def hot_path(pairs: int) -> dict[str, float]:
 async def bid_mix(holds: int, *, win_every: int = 5) -> dict[str, float]:
     """Holds per second with upkeep: one hold in ``win_every`` won (with a billing id), the
     others lost."""
-    ledger = InMemoryLedger()
-    client = AsyncClient(["127.0.0.1:1"], "t", transport=ledger)
-    settings = WalletSettings(
-        bidder_id="bench",
-        slice_min_micros=10**15,
-        slice_max_micros=10**15,
-        ttl_ms=3_600_000,
-        flush_wins_max=10_000,
-        pending_wins_max=100_000,
-    )
-    wallet = Wallet(client, "acme", settings)
-    await wallet.start(background=False)
+    ledger, client, wallet = await _bench_wallet()
     try_hold, win, loss = wallet.try_hold, wallet.win, wallet.loss
     chunk = 10_000
     billing_ids = [f"imp-{i:012d}" for i in range(holds)]
