@@ -143,18 +143,24 @@ class Settled:
         )
 
 
-def settle(sandbox: Sandbox, workload: Workload, history: History, tmp_path: Path) -> Settled:
-    """After heal: wait for one digest, read the final states, re-send every write (I3)."""
-    ids = sandbox.node_ids
+def converged_views(sandbox: Sandbox, ids: list[str]) -> dict[str, dict[str, Any] | None]:
+    """Every node's view once they all agree on one digest (up to 20 s); the last views read
+    otherwise, for the convergence checker to judge."""
 
     def views() -> dict[str, dict[str, Any] | None] | None:
         got = {n: sandbox.view(n, fresh_digest=True) for n in ids}
         return got if convergence(got).valid == "valid" else None
 
     try:
-        final_views = until(views, "all nodes on one digest", limit_s=20.0)
+        return until(views, "all nodes on one digest", limit_s=20.0)
     except AssertionError:
-        final_views = {n: sandbox.view(n, fresh_digest=True) for n in ids}
+        return {n: sandbox.view(n, fresh_digest=True) for n in ids}
+
+
+def settle(sandbox: Sandbox, workload: Workload, history: History, tmp_path: Path) -> Settled:
+    """After heal: wait for one digest, read the final states, re-send every write (I3)."""
+    ids = sandbox.node_ids
+    final_views = converged_views(sandbox, ids)
     strong = workload.final_states(consistency="strong")
     local = workload.final_states(consistency="local")
     leader = until(lambda: agreed_leader(sandbox, ids), "a leader for the re-sends")

@@ -27,7 +27,7 @@ from jepsen_lite.checkers import Result, convergence, no_lost_spend, stats, writ
 from jepsen_lite.lazyfs import LazyMount, fuse_preflight, lazy_mounts, remove_stale_mounts
 from jepsen_lite.powerloss import PowerLoss, PowerLossAll
 from jepsen_lite.workload import CAMPAIGNS
-from tests.jepsen.helpers import REASON, agreed_leader, until
+from tests.jepsen.helpers import REASON, agreed_leader, converged_views, until
 
 pytestmark = pytest.mark.jepsen
 
@@ -377,15 +377,7 @@ def power_loss_run(
                 workload.close()
                 history.close()
             until(lambda: agreed_leader(sandbox, ids), "a leader after the power cut")
-
-            def views() -> dict[str, dict[str, Any] | None] | None:
-                got = {n: sandbox.view(n, fresh_digest=True) for n in ids}
-                return got if convergence(got).valid == "valid" else None
-
-            try:
-                final_views = until(views, "all nodes on one digest", limit_s=20.0)
-            except AssertionError:
-                final_views = {n: sandbox.view(n, fresh_digest=True) for n in ids}
+            final_views = converged_views(sandbox, ids)
             final = spent_after(sandbox)
             assert not {n: m.errors() for n, m in sandbox.mounts.items() if m.errors()}
         except BaseException:

@@ -224,15 +224,20 @@ def test_the_journal_internals_are_where_durability_expects_them(tmp_path: Path)
         journal._destroy()
 
 
-def test_a_durable_sync_obj_replaces_journal_meta_storer_and_transport(tmp_path: Path) -> None:
-    address = f"127.0.0.1:{free_port()}"
-    conf = SyncObjConf(
+def durable_conf(tmp_path: Path, address: str) -> SyncObjConf:
+    """What a `DurableSyncObj` needs: no auto tick, a journal and a dump file."""
+    return SyncObjConf(
         autoTick=False,
         journalFile=str(tmp_path / "journal"),
         fullDumpFile=str(tmp_path / "dump"),
         bindAddress=address,
         maxBindRetries=1,
     )
+
+
+def test_a_durable_sync_obj_replaces_journal_meta_storer_and_transport(tmp_path: Path) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    conf = durable_conf(tmp_path, address)
     obj = DurableSyncObj(address, [], conf)
     try:
         journal = getattr(obj, JOURNAL_ATTRIBUTE)
@@ -504,13 +509,7 @@ def test_a_follower_keeps_the_entries_a_repeated_append_entries_sends_again(
     the ones sent; the durable node trims what it holds, so only a conflict deletes (Raft §5.3)
     and a repeat never takes acknowledged entries off the disk."""
     address, leader_address = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
-    conf = SyncObjConf(
-        autoTick=False,
-        journalFile=str(tmp_path / "journal"),
-        fullDumpFile=str(tmp_path / "dump"),
-        bindAddress=address,
-        maxBindRetries=1,
-    )
+    conf = durable_conf(tmp_path, address)
     # What the trimming relies on: the handler is looked up on the instance, and truncates
     # after prevLogIdx whenever it holds more.
     assert "setOnMessageReceivedCallback(self.__onMessageReceived)" in SYNCOBJ_SOURCE
