@@ -656,14 +656,14 @@ _LIMIT_TABLES: Final = {
 def _render_limits(view: dict[str, Any]) -> None:
     usage = view.get("usage", {})
     settable = set(view.get("settable", []))
-    click.echo(f"{'limit':<26} {'value':>16} {'held':>14} {'share':>7}")
+    click.echo(f"{'limit':<26} {'value':>25} {'held':>14} {'share':>7}")
     for name, value in view["limits"].items():
         table = _LIMIT_TABLES.get(name)
         held = usage.get(table) if table else None
         share = f"{held / value:.1%}" if held is not None and value else ""
         fixed = "" if name in settable else "  (fixed)"
         held_text = _money(held) if held is not None else ""
-        click.echo(f"{name:<26} {value:>16,} {held_text:>14} {share:>7}{fixed}")
+        click.echo(f"{name:<26} {value:>25,} {held_text:>14} {share:>7}{fixed}".rstrip())
     click.echo(f"applied index {view.get('applied_index')}")
 
 

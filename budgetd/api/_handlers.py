@@ -16,7 +16,7 @@ from budgetd.api._call import TARGET, Call, refusal
 from budgetd.api._problems import ApiError, invalid, problem
 from budgetd.api._wire import MSGPACK
 from budgetd.ledger import Ledger, codes
-from budgetd.ledger.limits import SETTABLE
+from budgetd.ledger.limits import SETTABLE, Limits
 from budgetd.ledger.pacing import PPM
 from budgetd.settings import Member
 
@@ -357,6 +357,8 @@ async def batch(call: Call) -> web.Response:
 # ----------------------------------------------------------------------------------------------
 # Ledger limits
 
+#: The limits PATCH may not change (fixed at run time, see budgetd.ledger.limits.SETTABLE).
+FIXED_LIMITS: Final = frozenset(Limits().to_plain()) - frozenset(SETTABLE)
 #: The tables `Ledger.stats` counts that a limit bounds.
 _LIMITED_TABLES: Final = (
     "campaigns",
@@ -387,7 +389,13 @@ async def patch_limits(call: Call) -> web.Response:
     change at the same log entry. Needs no idempotency key: setting the same values twice
     leaves the same limits."""
     call.query()
-    changes = await call.body(bodies.LIMITS_PATCH)
+    value = await call.decoded_body()
+    if type(value) is dict and (fixed := sorted(FIXED_LIMITS & value.keys())):
+        raise invalid(
+            f"{', '.join(fixed)}: fixed at run time (they bound the ops every node's API checks); "
+            f"settable: {', '.join(SETTABLE)}"
+        )
+    changes: dict[str, Any] = call.check(bodies.LIMITS_PATCH, value)
     if not changes:
         raise invalid(f"name at least one limit to change: {', '.join(SETTABLE)}")
     call.request[TARGET] = ",".join(sorted(changes))

@@ -108,6 +108,12 @@ async def test_bad_input_is_a_problem_and_writes_nothing(api, seeded, body) -> N
     assert seeded.ledger.digest() == before and seeded.ledger.limits == Limits()
 
 
+async def test_a_fixed_limit_is_named_as_fixed(api, seeded) -> None:
+    reply = await api.call("PATCH", PATH, {"batch_ops_max": 10, "campaigns_max": 10})
+    assert reply.status == 400 and "batch_ops_max: fixed at run time" in reply.body["detail"]
+    assert seeded.submits == []
+
+
 async def test_no_body_and_an_unknown_query_are_refused(api, seeded) -> None:
     assert (await api.call("PATCH", PATH)).status == 400
     reply = await api.call("PATCH", PATH + "?force=1", {"campaigns_max": 10})
