@@ -68,10 +68,10 @@ PREVIOUS_DAYS_KEPT: Final = 2
 EXPIRY_BUCKET_MS: Final = 100
 #: Idempotency keys are forgotten in groups this wide, once all are older than the retention.
 KEY_BUCKET_MS: Final = 60_000
-#: A pulse forgets at most about this many idempotency keys and ended reservations (whole key
-#: groups; the group that crosses it is finished). Far above what any write rate adds between two
-#: pulses, it keeps one apply short when a lowered retention (or ledger time jumping after an
-#: outage) makes millions due at once: the rest go at the next pulses.
+#: A pulse forgets at most this many idempotency keys and ended reservations, oldest first. Far
+#: above what any write rate adds between two pulses (about 48,000 keyed ops/s at most measured,
+#: docs/performance.md), it keeps one apply short when a lowered retention (or ledger time jumping
+#: after an outage) makes millions due at once: the rest go at the next pulses.
 PRUNE_PER_PULSE_MAX: Final = 1_000_000
 
 _SEGMENT = rf"[A-Za-z0-9_.\-]{{1,{SEGMENT_LENGTH_MAX}}}"
@@ -939,7 +939,14 @@ class Ledger:
         room = PRUNE_PER_PULSE_MAX
         horizon = now - self.limits.idempotency_retention_ms - KEY_BUCKET_MS
         while buckets and buckets[0][0] <= horizon and room > 0:
-            bucket = buckets.popleft()[1]
+            bucket_ms, bucket = buckets[0]
+            if len(bucket) > room:  # a group larger than what is left: its oldest keys only
+                for key in bucket[:room]:
+                    del keys[key]
+                buckets[0] = (bucket_ms, bucket[room:])
+                room = 0
+                break
+            buckets.popleft()
             for key in bucket:
                 del keys[key]
             room -= len(bucket)
