@@ -634,6 +634,74 @@ def cluster_transfer_leader(
     http.show(http.call("POST", "/v1/cluster/leader", {"node_id": target_id}))
 
 
+#: ``budgetd limits set`` options: (flag, the limit it sets). One spelling with the API's fields.
+_LIMIT_OPTIONS: Final = (
+    ("--campaigns-max", "campaigns_max"),
+    ("--open-reservations-max", "open_reservations_max"),
+    ("--ended-reservations-max", "ended_reservations_max"),
+    ("--idempotency-keys-max", "idempotency_keys_max"),
+    ("--ttl-ms-max", "ttl_ms_max"),
+    ("--idempotency-retention-ms", "idempotency_retention_ms"),
+    ("--ended-retention-ms", "ended_retention_ms"),
+)
+#: The table each limit bounds, as `GET /v1/admin/limits` reports its usage.
+_LIMIT_TABLES: Final = {
+    "campaigns_max": "campaigns",
+    "open_reservations_max": "open_reservations",
+    "ended_reservations_max": "ended_reservations",
+    "idempotency_keys_max": "idempotency_keys",
+}
+
+
+def _render_limits(view: dict[str, Any]) -> None:
+    usage = view.get("usage", {})
+    settable = set(view.get("settable", []))
+    click.echo(f"{'limit':<26} {'value':>25} {'held':>14} {'share':>7}")
+    for name, value in view["limits"].items():
+        table = _LIMIT_TABLES.get(name)
+        held = usage.get(table) if table else None
+        share = f"{held / value:.1%}" if held is not None and value else ""
+        fixed = "" if name in settable else "  (fixed)"
+        held_text = _money(held) if held is not None else ""
+        click.echo(f"{name:<26} {value:>25,} {held_text:>14} {share:>7}{fixed}".rstrip())
+    click.echo(f"applied index {view.get('applied_index')}")
+
+
+@main.group()
+def limits() -> None:
+    """Show and change the ledger's limits (replicated: a change goes through the log)."""
+
+
+@limits.command("show")
+@click.option("--local", is_flag=True, help="Read this node's copy (may be stale).")
+@_http_options
+def limits_show(local: bool, url: str, token: str | None, as_json: bool) -> None:
+    """Every limit, what its table holds now and the share of the limit it uses."""
+    http = _client(url, token, as_json)
+    path = "/v1/admin/limits" + ("?consistency=local" if local else "")
+    http.show(http.call("GET", path), _render_limits)
+
+
+def _limit_options(function: Any) -> Any:
+    for flag, name in reversed(_LIMIT_OPTIONS):
+        function = click.option(flag, name, type=int, default=None, help=f"New {name}.")(function)
+    return function
+
+
+@limits.command("set")
+@_limit_options
+@_http_options
+def limits_set(url: str, token: str | None, as_json: bool, **values: int | None) -> None:
+    """Change the named limits, through the log (every node applies the change at the same
+    entry). A limit below what its table holds refuses new entries only; retentions are at
+    least 1 h (idempotency) and 10 min (ended reservations); --ttl-ms-max at most a day."""
+    changes = {name: value for name, value in values.items() if value is not None}
+    if not changes:
+        _fail(f"name at least one limit to set: {', '.join(flag for flag, _ in _LIMIT_OPTIONS)}")
+    http = _client(url, token, as_json)
+    http.show(http.call("PATCH", "/v1/admin/limits", changes), _render_limits)
+
+
 @main.group()
 def snapshot() -> None:
     """Back up the ledger and restore it."""

@@ -360,7 +360,7 @@ class NodeCollector(Collector):
     # -- ledger ---------------------------------------------------------------------------------
 
     def _ledger(self) -> list[Metric]:
-        sizes = self._node.read(lambda ledger: ledger.stats())
+        sizes, limits = self._node.read(lambda ledger: (ledger.stats(), ledger.limits.to_plain()))
         g = _Gauges(self._node_id)
         for key, documentation in (
             ("campaigns", "Campaigns in the ledger."),
@@ -374,6 +374,16 @@ class NodeCollector(Collector):
             "The ledger's clock (the last batch timestamp applied).",
             sizes["now_ms"] / 1000,
         )
+        family = GaugeMetricFamily(
+            "budgetd_ledger_limit",
+            "The ledger's limits (replicated; PATCH /v1/admin/limits changes them): "
+            'budgetd_ledger_<table> / on(node) budgetd_ledger_limit{limit="<table>_max"} is '
+            "how full a table is. Retentions and ttl_ms_max in milliseconds.",
+            labels=["node", "limit"],
+        )
+        for name, value in limits.items():
+            family.add_metric([self._node_id, name], value)
+        g.families.append(family)
         return g.families
 
     def _cached_campaigns(self) -> list[Metric]:

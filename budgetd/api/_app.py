@@ -111,6 +111,8 @@ ROUTES: Final = (
     Route("DELETE", "/v1/cluster/members/{id}", handlers.remove_member, Access.ADMIN),
     Route("POST", "/v1/cluster/leader", handlers.transfer_leader, Access.ADMIN),
     Route("GET", "/v1/snapshot", handlers.snapshot, Access.ADMIN),
+    Route("GET", "/v1/admin/limits", handlers.get_limits, Access.ADMIN),
+    Route("PATCH", "/v1/admin/limits", handlers.patch_limits, Access.ADMIN),
     Route("GET", "/healthz", handlers.healthz, Access.PUBLIC),
     Route("GET", "/readyz", handlers.readyz, Access.PUBLIC),
     Route("GET", "/metrics", _metrics, Access.PUBLIC),

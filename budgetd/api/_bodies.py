@@ -8,6 +8,7 @@ return (and the tests hold the handlers to them). Imports the stdlib and the led
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import fields
 from typing import Final
 
 from budgetd.api._schema import (
@@ -26,7 +27,13 @@ from budgetd.api._schema import (
 from budgetd.ledger import INT64_MAX
 from budgetd.ledger.calendar import zone
 from budgetd.ledger.currencies import ISO_4217
-from budgetd.ledger.limits import TTL_MS_CEILING
+from budgetd.ledger.limits import (
+    ENDED_RETENTION_MS_FLOOR,
+    IDEMPOTENCY_RETENTION_MS_FLOOR,
+    SETTABLE,
+    TTL_MS_CEILING,
+    Limits,
+)
 from budgetd.ledger.pacing import HOURLY_WEIGHT_MAX, PPM
 
 #: A campaign id: 1-4 ``:``-separated segments (docs/ledger.md).
@@ -217,6 +224,42 @@ LEADER_TRANSFER: Final = Object(
     frozenset(),
     name="LeaderTransfer",
     description="Move leadership to another member (POST /v1/cluster/leader).",
+)
+
+_LIMIT_MEANINGS: Final[Mapping[str, str]] = {
+    "campaigns_max": "campaigns the ledger holds at most",
+    "open_reservations_max": "reservations open (holding money) at once at most",
+    "ended_reservations_max": "ended reservations kept for reads and late commits at most",
+    "idempotency_keys_max": "idempotency keys remembered at most",
+    "batch_ops_max": "ops in one log entry at most (fixed at run time)",
+    "id_length_max": "characters of an idempotency key or bidder id at most (fixed at run time)",
+    "amount_micros_max": "largest amount of one op, in micros (fixed at run time)",
+    "ttl_ms_max": "longest reservation ttl_ms (at most a day)",
+    "idempotency_retention_ms": "how long an idempotency key is remembered, in ledger time",
+    "ended_retention_ms": "how long an ended reservation is kept, in ledger time",
+}
+_LIMIT_FLOORS: Final[Mapping[str, int]] = {
+    "idempotency_retention_ms": IDEMPOTENCY_RETENTION_MS_FLOOR,
+    "ended_retention_ms": ENDED_RETENTION_MS_FLOOR,
+}
+_LIMIT_CEILINGS: Final[Mapping[str, int]] = {"ttl_ms_max": TTL_MS_CEILING}
+
+LIMITS_PATCH: Final = Object(
+    {
+        name: Integer(
+            _LIMIT_FLOORS.get(name, 1),
+            _LIMIT_CEILINGS.get(name, INT64_MAX),
+            _LIMIT_MEANINGS[name],
+        )
+        for name in SETTABLE
+    },
+    name="LimitsPatch",
+    description=(
+        "The limits to change, and only those (at least one); the others keep their values. A "
+        "limit below what its table holds now refuses new entries (limit_reached) until the "
+        "table drains below it; nothing held is dropped. A lowered retention forgets what is "
+        "older at the next pulses. batch_ops_max, id_length_max and amount_micros_max are fixed."
+    ),
 )
 
 # ----------------------------------------------------------------------------------------------
@@ -436,6 +479,32 @@ LEADER: Final = _response(
         "previous_leader_id": String(r".+", "the member that led when the request arrived"),
         "term": COUNT,
         "transferred": Boolean("false: the named member already led; nothing changed"),
+    },
+)
+LIMIT_VALUES: Final = _response(
+    "LimitValues",
+    {
+        name: Integer(1, INT64_MAX, _LIMIT_MEANINGS[name])
+        for name in (field.name for field in fields(Limits))  # every limit, settable or not
+    },
+)
+LIMIT_USAGE: Final = _response(
+    "LimitUsage",
+    {
+        "campaigns": COUNT,
+        "open_reservations": COUNT,
+        "ended_reservations": COUNT,
+        "idempotency_keys": COUNT,
+    },
+)
+LIMITS: Final = _response(
+    "Limits",
+    {
+        "limits": LIMIT_VALUES,
+        "usage": LIMIT_USAGE,
+        "settable": Array(Choice(SETTABLE), description="the limits PATCH may change"),
+        "now_ms": Integer(0, INT64_MAX, "the ledger's clock"),
+        **_READ_FIELDS,
     },
 )
 HEALTH: Final = _response("Health", {"status": Choice(("ok",)), "node_id": String(r".+")})

@@ -16,6 +16,7 @@ from budgetd.api._call import TARGET, Call, refusal
 from budgetd.api._problems import ApiError, invalid, problem
 from budgetd.api._wire import MSGPACK
 from budgetd.ledger import Ledger, codes
+from budgetd.ledger.limits import SETTABLE, Limits
 from budgetd.ledger.pacing import PPM
 from budgetd.settings import Member
 
@@ -351,6 +352,58 @@ async def batch(call: Call) -> web.Response:
         for index, result in zip(pending, submitted, strict=True):
             results[index] = render_op_result(ops[index], result)
     return call.respond({"results": [results[index] for index in range(len(ops))]})
+
+
+# ----------------------------------------------------------------------------------------------
+# Ledger limits
+
+#: The limits PATCH may not change (fixed at run time, see budgetd.ledger.limits.SETTABLE).
+FIXED_LIMITS: Final = frozenset(Limits().to_plain()) - frozenset(SETTABLE)
+#: The tables `Ledger.stats` counts that a limit bounds.
+_LIMITED_TABLES: Final = (
+    "campaigns",
+    "open_reservations",
+    "ended_reservations",
+    "idempotency_keys",
+)
+
+
+def _limits_view(ledger: Ledger) -> dict[str, Any]:
+    stats = ledger.stats()
+    return {
+        "limits": ledger.limits.to_plain(),
+        "usage": {name: stats[name] for name in _LIMITED_TABLES},
+        "settable": list(SETTABLE),
+        "now_ms": stats["now_ms"],
+    }
+
+
+async def get_limits(call: Call) -> web.Response:
+    strong = call.strong(call.query(("consistency",)))
+    view, applied_index = await call.read(_limits_view, strong=strong)
+    return call.respond({**view, "applied_index": applied_index, "stale_ok": not strong})
+
+
+async def patch_limits(call: Call) -> web.Response:
+    """Change limits through the log (the ledger's ``set_limits``): every replica applies the
+    change at the same log entry. Needs no idempotency key: setting the same values twice
+    leaves the same limits."""
+    call.query()
+    value = await call.decoded_body()
+    if type(value) is dict and (fixed := sorted(FIXED_LIMITS & value.keys())):
+        raise invalid(
+            f"{', '.join(fixed)}: fixed at run time (they bound the ops every node's API checks); "
+            f"settable: {', '.join(SETTABLE)}"
+        )
+    changes: dict[str, Any] = call.check(bodies.LIMITS_PATCH, value)
+    if not changes:
+        raise invalid(f"name at least one limit to change: {', '.join(SETTABLE)}")
+    call.request[TARGET] = ",".join(sorted(changes))
+    result = await call.submit_one({"op": "set_limits", **changes})
+    view, applied_index = await call.read(_limits_view, strong=False)
+    # The limits this change left (a later change may already have applied on top of it).
+    view["limits"] = result["limits"]
+    return call.respond({**view, "applied_index": applied_index, "stale_ok": False})
 
 
 # ----------------------------------------------------------------------------------------------

@@ -179,7 +179,7 @@ _WRITE_ERRORS: Final = (
 
 
 _ADMIN_ERRORS: Final = ("invalid_request", "unauthorized", "forbidden", *_SERVICE_ERRORS)
-_METHODS: Final = ("get", "put", "post", "delete")
+_METHODS: Final = ("get", "put", "post", "patch", "delete")
 
 
 def _operations() -> dict[str, dict[str, Any]]:
@@ -443,6 +443,32 @@ def _paths() -> dict[str, dict[str, Any]]:
                 },
             },
         },
+        "/v1/admin/limits": {
+            "get": {
+                "operationId": "getLimits",
+                "summary": "The ledger's limits, what their tables hold now, and which limits "
+                "PATCH may change (admin).",
+                "parameters": [_ref("Consistency")],
+                "responses": {
+                    "200": _ok("the limits", bodies.LIMITS),
+                    **_problems(*_ADMIN_ERRORS),
+                },
+            },
+            "patch": {
+                "operationId": "setLimits",
+                "summary": "Change some of the ledger's limits (admin), through the log: every "
+                "replica applies the change at the same log entry, and snapshots keep it. Send "
+                "only the limits to change. Needs no idempotency key: the same change again "
+                "leaves the same limits. A limit below what its table holds refuses new growth "
+                "only; a retention is at least its floor (idempotency_retention_ms 1 h, "
+                "ended_retention_ms 10 min) and ttl_ms_max at most a day.",
+                "requestBody": {"required": True, "content": _content(bodies.LIMITS_PATCH)},
+                "responses": {
+                    "200": _ok("the limits after the change", bodies.LIMITS),
+                    **_problems(*_ADMIN_ERRORS, "payload_too_large"),
+                },
+            },
+        },
         "/healthz": {
             "get": {
                 "operationId": "healthz",
@@ -501,6 +527,7 @@ def document() -> dict[str, Any]:
         bodies.BATCH,
         bodies.MEMBER_ADD,
         bodies.LEADER_TRANSFER,
+        bodies.LIMITS_PATCH,
         bodies.CAMPAIGN,
         bodies.CAMPAIGN_WRITTEN,
         bodies.CAMPAIGN_LIST,
@@ -513,6 +540,7 @@ def document() -> dict[str, Any]:
         bodies.CLUSTER,
         bodies.MEMBERS,
         bodies.LEADER,
+        bodies.LIMITS,
         bodies.HEALTH,
         bodies.READY,
         bodies.PROBLEM,

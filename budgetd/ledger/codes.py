@@ -20,6 +20,8 @@ result. A refusal is a value, never an exception.
 12. ``pacing_limited``        the pacing allowance (plus burst), at some level, leaves less than the
                               minimum
 
+``set_limits`` (no idempotency key) is ok or ``invalid_request`` (`Limits.changed` says why).
+
 Results with codes 5-9, 11 and 12 are remembered under their idempotency key, like successes: a
 retry gets the same answer. Codes 1, 3 and 4 and 10 (limit_reached, a passing condition) write
 nothing, not even the key.

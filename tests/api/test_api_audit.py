@@ -102,7 +102,9 @@ def test_every_admin_route_is_audited() -> None:
     admin = sorted((r.method, r.path) for r in ROUTES if r.access is Access.ADMIN)
     assert admin == [
         ("DELETE", "/v1/cluster/members/{id}"),
+        ("GET", "/v1/admin/limits"),
         ("GET", "/v1/snapshot"),
+        ("PATCH", "/v1/admin/limits"),
         ("POST", "/v1/cluster/leader"),
         ("POST", "/v1/cluster/members"),
         ("PUT", "/v1/campaigns/{id}"),

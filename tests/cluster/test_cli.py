@@ -191,3 +191,51 @@ def test_snapshot_save_and_restore_into_a_new_cluster(cluster: Cluster, tmp_path
         restored.wait_converged()
     finally:
         restored.stop_all()
+
+
+def test_limits_show_and_set(cluster: Cluster) -> None:
+    shown = budgetd(cluster, "limits", "show", node=1).stdout
+    assert "idempotency_keys_max" in shown and "20,000,000" in shown
+    assert "batch_ops_max" in shown and "(fixed)" in shown
+    changed = json.loads(
+        budgetd(
+            cluster,
+            "limits",
+            "set",
+            "--idempotency-keys-max",
+            "30000000",
+            "--ended-retention-ms",
+            "7200000",
+            "--json",
+            node=2,
+        ).stdout
+    )
+    assert changed["limits"]["idempotency_keys_max"] == 30_000_000
+    assert changed["limits"]["ended_retention_ms"] == 7_200_000
+    shown = json.loads(budgetd(cluster, "limits", "show", "--json").stdout)
+    assert shown["limits"] == changed["limits"]
+    assert shown["usage"]["campaigns"] >= 1
+    # Errors: one line, non-zero, nothing written.
+    for args, text in (
+        ((), "name at least one limit"),
+        (("--idempotency-retention-ms", "60000"), "invalid_request"),
+        (("--ttl-ms-max", "86400001"), "invalid_request"),
+        (("--campaigns-max", "0"), "invalid_request"),
+    ):
+        refused = budgetd(cluster, "limits", "set", *args, check=False)
+        assert refused.returncode == 1, refused
+        assert refused.stderr.strip().count("\n") == 0 and text in refused.stderr
+    assert (
+        json.loads(budgetd(cluster, "limits", "show", "--json").stdout)["limits"]
+        == (changed["limits"])
+    )
+    stranger = subprocess.run(
+        [sys.executable, "-m", "budgetd", "limits", "show", "--url", cluster.nodes[0].url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "BUDGETD_TOKEN": "not-a-token"},
+    )
+    assert stranger.returncode == 1 and "unauthorized" in stranger.stderr
+    budgetd(cluster, "limits", "set", "--idempotency-keys-max", "20000000")
+    budgetd(cluster, "limits", "set", "--ended-retention-ms", "3600000")

@@ -272,3 +272,46 @@ def test_membership_add_and_remove_a_node(tmp_path: Path) -> None:
         )
     finally:
         cluster.stop_all()
+
+
+def test_a_limit_change_on_the_leader_is_applied_by_every_node_and_survives_a_restart(
+    cluster: Cluster,
+) -> None:
+    leader = cluster.leader()
+    put_campaign(cluster, leader)
+    change = {"idempotency_keys_max": 3, "idempotency_retention_ms": 7_200_000}
+    answer = cluster.request(leader, "PATCH", "/v1/admin/limits", change)
+    assert answer.status == 200, answer
+    expected = {**answer.body["limits"]}
+    assert {name: expected[name] for name in change} == change
+    nodes = [node.node_id for node in cluster.nodes]
+
+    def local_limits(node_id: str) -> dict[str, Any]:
+        response = cluster.request(node_id, "GET", "/v1/admin/limits?consistency=local")
+        assert response.status == 200, response
+        return dict(response.body["limits"])
+
+    for node_id in nodes:
+        until(lambda node_id=node_id: local_limits(node_id) == expected, f"{node_id}'s limits")
+    cluster.wait_converged()
+    # Every node now decides with them: the keyed ops beyond the limit are refused, from any node.
+    codes = []
+    for index in range(4):
+        response = write_until_ok(
+            cluster,
+            "POST",
+            "/v1/campaigns/acme/spend",
+            {"amount_micros": 1, "bidder_id": "b1"},
+            key=f"limit-{index}",
+        )
+        codes.append(response.body.get("code", "ok") if response.status != 200 else "ok")
+    assert codes == ["ok", "ok", "ok", "limit_reached"]
+    # A bad change from a follower writes nothing anywhere.
+    follower = next(node_id for node_id in nodes if node_id != leader)
+    bad = cluster.request(follower, "PATCH", "/v1/admin/limits", {"ttl_ms_max": 0}, follow=True)
+    assert bad.status == 400 and bad.body["code"] == "invalid_request"
+    # A restarted node has them from its own journal and dump.
+    cluster.kill(follower)
+    cluster.start(follower)
+    until(lambda: local_limits(follower) == expected, f"{follower}'s limits after a restart")
+    cluster.wait_converged()

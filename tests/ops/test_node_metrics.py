@@ -201,3 +201,22 @@ def test_campaign_figures_are_recomputed_at_most_every_refresh_period() -> None:
     assert node.reads == reads + 1  # only the table sizes were read again
     fresh = _scrape(node, MetricsSettings(campaign_refresh_ms=1))
     assert _campaign_series(fresh, "budgetd_campaign_spent_today_micros")["adv0001/USD"] == 106
+
+
+def test_every_ledger_limit_is_a_gauge_next_to_its_table() -> None:
+    ledger = _ledger_with_roots(3)
+    [result] = ledger.apply_batch(
+        ledger.now_ms, [{"op": "set_limits", "campaigns_max": 10, "idempotency_keys_max": 10}]
+    )
+    assert result["code"] == codes.OK
+    samples = _scrape(_AppliedNode(ledger), MetricsSettings())
+    limits = {
+        dict(labels)["limit"]: value for labels, value in samples["budgetd_ledger_limit"].items()
+    }
+    assert limits == {name: float(value) for name, value in ledger.limits.to_plain().items()}
+    assert limits["campaigns_max"] == 10 and limits["idempotency_keys_max"] == 10
+    node = (("node", "n1"),)
+    # usage / limit, as the alert rules compute it
+    held = ledger.stats()["campaigns"]
+    assert samples["budgetd_ledger_campaigns"][node] / limits["campaigns_max"] == held / 10
+    assert {dict(labels)["node"] for labels in samples["budgetd_ledger_limit"]} == {"n1"}

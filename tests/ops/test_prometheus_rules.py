@@ -33,6 +33,7 @@ ALERTS = (
     "BudgetdSnapshotStale",
     "BudgetdClockSkew",
     "BudgetdOverspend",
+    "BudgetdLedgerLimitNear",
     "BudgetdReserveErrorBudgetBurn",
     "BudgetdReserveLatencyBurn",
     "BudgetdCommitErrorBudgetBurn",
