@@ -278,6 +278,7 @@ class _Worker:
                 "reserve": self._reserve,
                 "mix": self._mix,
                 "batch": self._batch_reserves,
+                "batch-reserve": self._batch_reserves,
                 "etcd_reserve": self._etcd_reserve,
             }[workload]
             state: dict[str, Any] = {"open": deque()}
@@ -332,13 +333,14 @@ class _Worker:
     async def _batch_reserves(
         self, tally: _Tally, message: dict[str, Any], rng: random.Random, state: dict[str, Any]
     ) -> None:
-        """One request of ``batch_ops`` ops: releases of up to half of them (reservations this
-        process took in earlier requests, so open reservations stay bounded), reserves for the
-        rest."""
+        """One request of ``batch_ops`` ops: for ``batch``, releases of up to half of them
+        (reservations this process took in earlier requests, so open reservations stay bounded)
+        and reserves for the rest; for ``batch-reserve``, reserves only (they stay open)."""
         prefix, campaigns = message["campaign_prefix"], message["campaigns"]
         open_: deque[tuple[int, int]] = state["open"]
         size = message["batch_ops"]
-        releases = min(size // 2, len(open_))
+        keep_open = message["workload"] == "batch-reserve"
+        releases = 0 if keep_open else min(size // 2, len(open_))
         ops = [
             {"op": "release", "idempotency_key": self._key(message), "reservation_id": rid}
             for rid, _ in (open_.popleft() for _ in range(releases))
@@ -347,7 +349,7 @@ class _Worker:
             _reserve_op(self._key(message), prefix, rng.randrange(campaigns), TTL_MS)
             for _ in range(size - releases)
         ]
-        await self._batch(tally, message, ops, open_)
+        await self._batch(tally, message, ops, None if keep_open else open_)
 
     async def _etcd_reserve(
         self, tally: _Tally, message: dict[str, Any], rng: random.Random, state: dict[str, Any]
