@@ -143,6 +143,8 @@ class _Slice:
         "released",
         "reservation_id",
         "stop_s",
+        "won_count",
+        "won_micros",
     )
 
     def __init__(self, grant: Granted, stop_s: float) -> None:
@@ -153,6 +155,10 @@ class _Slice:
         self.stop_s = stop_s
         self.holds_open = 0
         self.released = False
+        #: Wins without a billing id against this slice since the last round of upkeep: they
+        #: become one commit (the hot path adds to these instead of queueing each win).
+        self.won_count = 0
+        self.won_micros = 0
 
 
 class Hold:
@@ -207,7 +213,11 @@ class Wallet:
         self._rate = 1.0
         #: Wins with no op yet: (reservation id, None for direct spend; amount; billing id; the
         #: slice's granted micros). Plain values only, so the collector can stop tracking them.
+        #: Wins without a billing id are counted on their slice instead, while its sum fits in
+        #: granted_micros (wins above their hold can overflow it).
         self._wins: list[tuple[int | None, int, str | None, int]] = []
+        self._won_slices: list[_Slice] = []  # slices with won_count > 0
+        self._anonymous_wins = 0  # the sum of their won_count
         self._backlog: dict[str, dict[str, Any]] = {}  # ops to send, by idempotency key
         self._backlog_since_s: float | None = None  # when the oldest unsent win op was made
         #: Wins carried by each backlog op that carries more than one (merged anonymous wins).
@@ -256,7 +266,8 @@ class Wallet:
     def _try_hold_other(self, price_micros: int, now: float) -> Hold | None:
         if self._mode in ("closing", "closed") or price_micros <= 0:
             return None
-        if len(self._wins) + len(self._backlog) >= self.settings.pending_wins_max:
+        pending = len(self._wins) + self._anonymous_wins + len(self._backlog)
+        if pending >= self.settings.pending_wins_max:
             return None
         for s in self._slices:
             if not s.released and now < s.stop_s and s.available_micros >= price_micros:
@@ -284,16 +295,23 @@ class Wallet:
             s.holds_open -= 1
             if clearing_price_micros < hold.amount_micros:
                 s.available_micros += hold.amount_micros - clearing_price_micros
-            self._wins.append(
-                (s.reservation_id, clearing_price_micros, billing_id, s.granted_micros)
-            )
+            if billing_id is None and s.won_micros + clearing_price_micros <= s.granted_micros:
+                if not s.won_count:
+                    self._won_slices.append(s)
+                s.won_count += 1
+                s.won_micros += clearing_price_micros
+                self._anonymous_wins += 1
+            else:
+                self._wins.append(
+                    (s.reservation_id, clearing_price_micros, billing_id, s.granted_micros)
+                )
         elif state == _WON:
             return
         else:  # given back already (timeout or loss): its money may be spent again elsewhere
             hold.state = _WON
             self._wins.append((None, clearing_price_micros, billing_id, 0))
         self._won_total_micros += clearing_price_micros
-        if len(self._wins) >= self.settings.flush_wins_max:
+        if len(self._wins) + self._anonymous_wins >= self.settings.flush_wins_max:
             self._wake.set()
 
     def loss(self, hold: Hold) -> None:
@@ -477,22 +495,38 @@ class Wallet:
         """Give each new win its op and key; write them to the spool before they are sent.
 
         A win with a billing id gets its own op, keyed by it. Wins without one against the same
-        slice are merged into one commit (one op, one key, one ledger entry), at most the slice's
-        granted_micros per commit: the ledger counts the same spend either way."""
-        if not self._wins:
+        slice become one commit of their sum (one op, one key, one ledger entry), at most the
+        slice's granted_micros per commit: `win` counts them on the slice while they fit, and
+        the rare overflow (wins above their hold) is merged here the same way. The ledger
+        counts the same spend either way."""
+        if not self._wins and not self._won_slices:
             return
-        wins, self._wins = self._wins, []
         backlog = self._backlog
         op_wins = self._op_wins
-        merged: dict[int, dict[str, Any]] = {}  # reservation id -> this round's anonymous commit
         new_ops = []
+        won_slices, self._won_slices, self._anonymous_wins = self._won_slices, [], 0
+        for s in won_slices:
+            self._seq += 1
+            key = f"w:{self._key_prefix}.{self._seq}"
+            op: dict[str, Any] = {
+                "op": "commit",
+                "idempotency_key": key,
+                "reservation_id": s.reservation_id,
+                "amount_micros": s.won_micros,
+            }
+            if s.won_count > 1:
+                op_wins[key] = s.won_count
+            s.won_count = s.won_micros = 0
+            backlog[key] = op
+            new_ops.append(op)
+        merged: dict[int, dict[str, Any]] = {}  # reservation id -> this round's overflow commit
+        wins, self._wins = self._wins, []
         for reservation_id, amount, billing_id, granted in wins:
-            op: dict[str, Any] | None
             if billing_id is None and reservation_id is not None:
-                op = merged.get(reservation_id)
-                if op is not None and op["amount_micros"] + amount <= granted:
-                    op["amount_micros"] += amount
-                    key = op["idempotency_key"]
+                merged_op = merged.get(reservation_id)
+                if merged_op is not None and merged_op["amount_micros"] + amount <= granted:
+                    merged_op["amount_micros"] += amount
+                    key = merged_op["idempotency_key"]
                     op_wins[key] = op_wins.get(key, 1) + 1
                     continue
             if billing_id is not None:
@@ -523,13 +557,14 @@ class Wallet:
     def _sweep(self, now: float) -> None:
         """Drop ended holds from the front of the queue; give back those past the timeout."""
         holds = self._holds
+        popleft = holds.popleft
         timeout_s = self.settings.hold_timeout_ms / 1000
         while holds:
             hold = holds[0]
-            if hold.state != _OPEN:
-                holds.popleft()
+            if hold.state:  # not _OPEN: ended already
+                popleft()
             elif now - hold.created_s >= timeout_s:
-                holds.popleft()
+                popleft()
                 hold.state = _TIMED_OUT
                 hold.slice.holds_open -= 1
                 hold.slice.available_micros += hold.amount_micros
@@ -605,11 +640,15 @@ class Wallet:
         on_hold = sum(h.amount_micros for h in self._holds if h.state == _OPEN)
         available = sum(s.available_micros for s in live if now < s.stop_s)
         pending_ops = [op for op in self._backlog.values() if op["op"] in ("commit", "spend")]
-        pending = len(self._wins) + sum(
-            self._op_wins.get(op["idempotency_key"], 1) for op in pending_ops
+        pending = (
+            len(self._wins)
+            + self._anonymous_wins
+            + sum(self._op_wins.get(op["idempotency_key"], 1) for op in pending_ops)
         )
-        pending_micros = sum(win[1] for win in self._wins) + sum(
-            int(op["amount_micros"]) for op in pending_ops
+        pending_micros = (
+            sum(win[1] for win in self._wins)
+            + sum(s.won_micros for s in self._won_slices)
+            + sum(int(op["amount_micros"]) for op in pending_ops)
         )
         return WalletState(
             mode=self._mode,
