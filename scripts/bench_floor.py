@@ -19,6 +19,9 @@ stack does on that path:
   hand-off to it and one back to the event loop per request;
 - ``+aiohttp``: the leader's HTTP served by aiohttp instead of raw streams;
 - ``stack``: all three together: the cost of the libraries before any of budgetd's own work;
+- ``pysyncobj``: pysyncobj's Raft itself (budgetd's `DurableSyncObj`: msync before acks and
+  commits, a tick thread, the cluster secret, budgetd's Raft timers) replicating each request's
+  body as one entry, behind a bare aiohttp handler: no ledger, no proposer, no API layer;
 - ``budgetd``: a real durable 3-node budgetd cluster (`budgetd.localcluster`), one reserve per
   request, with the same client.
 
@@ -52,7 +55,7 @@ from typing import Any
 
 ENTRY_BYTES = 300
 JOURNAL_BYTES = 64 << 20
-VARIANTS = ("floor", "+frames", "+thread", "+aiohttp", "stack", "budgetd")
+VARIANTS = ("floor", "+frames", "+thread", "+aiohttp", "stack", "pysyncobj", "budgetd")
 _FRAME = struct.Struct("<I")
 _SECRET = b"bench-floor-cluster-secret-0123456789"
 
@@ -345,6 +348,12 @@ _BODY = json.dumps(
 ).encode()
 
 
+def _plain_headers(_index: int) -> bytes:
+    return (
+        b"POST /v1/reservations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    )
+
+
 def run_variant(variant: str, requests: int, root: Path) -> list[float]:
     ctx = mp.get_context("spawn")
     http_port, *ports = _free_ports(3)
@@ -370,13 +379,121 @@ def run_variant(variant: str, requests: int, root: Path) -> list[float]:
         if not ready.wait(30):
             raise RuntimeError("the leader did not start")
 
-        def headers(_index: int) -> bytes:
-            return (
-                b"POST /v1/reservations HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                b"Content-Type: application/json\r\n"
-            )
+        return drive(http_port, requests, _plain_headers, _BODY)
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.join(10)
+            if process.is_alive():
+                process.kill()
 
-        return drive(http_port, requests, headers, _BODY)
+
+def _raft_node(
+    index: int, raft_ports: list[int], http_port: int, data_dir: str, ready: Any
+) -> None:
+    """One member of the ``pysyncobj`` variant: a DurableSyncObj whose replicated method
+    counts entries, ticked on its own thread; POST answers 201 once its entry is applied here
+    (503 when this node is not the leader)."""
+    from aiohttp import web
+    from pysyncobj import SyncObjConf, replicated
+
+    from budgetd.replication.durability import DurableSyncObj
+
+    class Counter(DurableSyncObj):  # type: ignore[misc]
+        def __init__(self, me: str, peers: list[str], conf: Any) -> None:
+            super().__init__(me, peers, conf)
+            self.applied = 0
+
+        @replicated  # type: ignore[misc]
+        def add(self, entry: bytes) -> int:
+            self.applied += 1
+            return len(entry)
+
+    addresses = [f"127.0.0.1:{port}" for port in raft_ports]
+    me = addresses[index]
+    conf = SyncObjConf(
+        password=_SECRET.decode(),
+        bindAddress=me,
+        autoTick=False,
+        autoTickPeriod=0.005,
+        maxBindRetries=1,
+        appendEntriesUseBatch=False,
+        raftMinTimeout=0.4,
+        raftMaxTimeout=1.4,
+        appendEntriesPeriod=0.05,
+        leaderFallbackTimeout=2.0,
+        connectionTimeout=1.5,
+        connectionRetryTime=0.5,
+        journalFile=str(Path(data_dir) / "raft.journal"),
+        fullDumpFile=str(Path(data_dir) / "raft.dump"),
+        commandsWaitLeader=False,
+    )
+    node = Counter(me, [a for a in addresses if a != me], conf)
+
+    def tick() -> None:
+        while True:
+            node.doTick(0.005)
+
+    threading.Thread(target=tick, daemon=True).start()
+    loop = _event_loop()
+    asyncio.set_event_loop(loop)
+
+    async def handle(request: web.Request) -> web.Response:
+        body = await request.read()
+        if not node._isLeader():
+            return web.Response(status=503, text="not the leader")
+        answer: asyncio.Future[int] = loop.create_future()
+
+        def done(result: Any, error: Any) -> None:
+            loop.call_soon_threadsafe(answer.set_result, result)
+
+        node.add(body, callback=done)
+        size = await answer
+        return web.Response(
+            status=201, body=b'{"code":"ok","bytes":%d}' % size, content_type="application/json"
+        )
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_post("/v1/reservations", handle)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", http_port).start()
+        ready.set()
+        await asyncio.Event().wait()
+
+    loop.run_until_complete(main())
+
+
+def run_pysyncobj(requests: int, root: Path) -> list[float]:
+    """The ``pysyncobj`` variant: three members, the client on the leader's HTTP port."""
+    ctx = mp.get_context("spawn")
+    ports = _free_ports(6)
+    raft_ports, http_ports = ports[:3], ports[3:]
+    processes = []
+    try:
+        for index in range(3):
+            ready = ctx.Event()
+            folder = root / f"pysyncobj-n{index}-{time.monotonic_ns()}"
+            folder.mkdir(parents=True)
+            process = ctx.Process(
+                target=_raft_node, args=(index, raft_ports, http_ports[index], str(folder), ready)
+            )
+            process.start()
+            processes.append(process)
+            if not ready.wait(30):
+                raise RuntimeError("a pysyncobj member did not start")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            for port in http_ports:
+                try:
+                    drive(port, 1, _plain_headers, _BODY)
+                except (OSError, RuntimeError):
+                    continue
+                return drive(port, requests, _plain_headers, _BODY)
+            time.sleep(0.2)
+        raise RuntimeError("the pysyncobj members elected no leader within 30 s")
     finally:
         for process in processes:
             process.terminate()
@@ -560,7 +677,10 @@ def main(argv: list[str] | None = None) -> int:
             order = variants if repeat % 2 == 0 else tuple(reversed(variants))
             for variant in order:
                 if variant == "budgetd":
+                    assert cluster is not None
                     latencies = cluster.measure(args.requests)
+                elif variant == "pysyncobj":
+                    latencies = run_pysyncobj(args.requests, root)
                 else:
                     latencies = run_variant(variant, args.requests, root)
                 medians[variant].append(statistics.median(latencies))

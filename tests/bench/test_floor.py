@@ -25,11 +25,12 @@ def floor(*args: str) -> subprocess.CompletedProcess[str]:
 def test_a_short_run_measures_every_variant_asked_for(tmp_path: Path) -> None:
     out = tmp_path / "floor.json"
     done = floor(
-        "--requests", "100", "--force", "--variants", "floor,stack,budgetd", "--json", str(out)
+        "--requests", "100", "--force", "--variants", "floor,stack,pysyncobj,budgetd",
+        "--json", str(out),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     figures = json.loads(out.read_text())
-    assert set(figures["p50_s"]) == {"floor", "stack", "budgetd"}
+    assert set(figures["p50_s"]) == {"floor", "stack", "pysyncobj", "budgetd"}
     assert all(len(values) == 3 for values in figures["p50_s_by_repeat"].values())
     assert all(value > 0 for value in figures["p50_s"].values())
     assert figures["msync_s"] > 0 and figures["round_trip_s"] > 0
