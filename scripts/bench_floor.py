@@ -137,18 +137,14 @@ def _append_message(entry: bytes, index: int) -> dict[str, Any]:
 # Follower and leader processes
 
 
-def _follower(port: int, data_dir: str, secured: bool, ready: Any) -> None:
-    loop = _event_loop()
-    journal = Journal(Path(data_dir) / "journal")
-    frames = Frames(secured)
+def _serve_frames(port: int, ready: Any, answer: Callable[[bytes], bytes]) -> None:
+    """Serve ``port`` until terminated: each frame read is answered with ``answer(frame)``."""
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with_socket_options(writer)
         try:
             while True:
-                entry = frames.decode(await _read_frame(reader))
-                journal.append_and_sync(entry)
-                writer.write(frames.encode({"type": "next_node_idx", "next_node_idx": 1}))
+                writer.write(answer(await _read_frame(reader)))
         except (asyncio.IncompleteReadError, ConnectionError):
             writer.close()
 
@@ -158,7 +154,28 @@ def _follower(port: int, data_dir: str, secured: bool, ready: Any) -> None:
         async with server:
             await server.serve_forever()
 
-    loop.run_until_complete(main())
+    _event_loop().run_until_complete(main())
+
+
+def _stop(processes: list[Any]) -> None:
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.join(10)
+        if process.is_alive():
+            process.kill()
+
+
+def _follower(port: int, data_dir: str, secured: bool, ready: Any) -> None:
+    journal = Journal(Path(data_dir) / "journal")
+    frames = Frames(secured)
+    ack = {"type": "next_node_idx", "next_node_idx": 1}
+
+    def answer(frame: bytes) -> bytes:
+        journal.append_and_sync(frames.decode(frame))
+        return frames.encode(ack)
+
+    _serve_frames(port, ready, answer)
 
 
 def with_socket_options(writer: asyncio.StreamWriter) -> None:
@@ -381,12 +398,7 @@ def run_variant(variant: str, requests: int, root: Path) -> list[float]:
 
         return drive(http_port, requests, _plain_headers, _BODY)
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.join(10)
-            if process.is_alive():
-                process.kill()
+        _stop(processes)
 
 
 def _raft_node(
@@ -495,12 +507,7 @@ def run_pysyncobj(requests: int, root: Path) -> list[float]:
             time.sleep(0.2)
         raise RuntimeError("the pysyncobj members elected no leader within 30 s")
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.join(10)
-            if process.is_alive():
-                process.kill()
+        _stop(processes)
 
 
 class BudgetdCluster:
@@ -591,21 +598,7 @@ def sync_median(root: Path, count: int = 2000) -> float:
 
 
 def _echo(port: int, ready: Any) -> None:
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with_socket_options(writer)
-        try:
-            while True:
-                writer.write(_FRAME.pack(ENTRY_BYTES) + await _read_frame(reader))
-        except (asyncio.IncompleteReadError, ConnectionError):
-            writer.close()
-
-    async def main() -> None:
-        server = await asyncio.start_server(serve, "127.0.0.1", port)
-        ready.set()
-        async with server:
-            await server.serve_forever()
-
-    _event_loop().run_until_complete(main())
+    _serve_frames(port, ready, lambda frame: _FRAME.pack(len(frame)) + frame)
 
 
 def round_trip_median(count: int = 3000) -> float:
@@ -631,8 +624,7 @@ def round_trip_median(count: int = 3000) -> float:
         sock.close()
         return statistics.median(timings[count // 10 :])
     finally:
-        process.terminate()
-        process.join(10)
+        _stop([process])
 
 
 def main(argv: list[str] | None = None) -> int:
