@@ -269,6 +269,30 @@ async def test_wins_without_billing_id_on_one_slice_go_as_one_commit_and_count_a
     assert ledger.spent_micros == 700
 
 
+async def test_each_round_of_anonymous_wins_is_a_new_commit_of_that_round_s_sum():
+    ledger = FakeLedger(budget_micros=10**6)
+    wallet, _, _ = make(ledger, slice_min_micros=1_000, slice_max_micros=1_000)
+    await wallet.start(background=False)
+    keys = []
+    for round_wins in ([120, 80], [50, 40, 30]):
+        for clearing in round_wins:
+            hold = wallet.try_hold(150)
+            assert hold is not None
+            wallet.win(hold, clearing)
+        state = wallet.state()
+        assert state.pending_commits == len(round_wins)
+        assert state.pending_micros == sum(round_wins)
+        await wallet.sync()
+        commits = [op for op in ledger.batches[-1] if op["op"] == "commit"]
+        assert [op["amount_micros"] for op in commits] == [sum(round_wins)]
+        keys.append(commits[0]["idempotency_key"])
+    assert keys[0] != keys[1]
+    state = wallet.state()
+    assert state.pending_commits == 0 and state.pending_micros == 0
+    assert state.committed_micros == ledger.spent_micros == 320
+    conserved(wallet, ledger)
+
+
 async def test_a_merged_commit_never_exceeds_its_slice_and_falls_back_to_spend_whole():
     ledger = FakeLedger(budget_micros=10**6)
     wallet, _, _ = make(ledger, slice_min_micros=1_000, slice_max_micros=1_000)
