@@ -6,6 +6,8 @@ Imports the api's own modules, aiohttp and the ledger's read views; never pysync
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import re
 from typing import Any, Final
 
@@ -362,7 +364,11 @@ async def cluster(call: Call) -> web.Response:
     freshness = query.get("digest", "cached")
     if freshness not in ("cached", "fresh"):
         raise invalid(f"digest must be cached or fresh, got {freshness[:40]!r}")
-    return call.respond(call.service.cluster_status(fresh_digest=freshness == "fresh"))
+    # Off the event loop: a fresh digest of a large ledger takes seconds (budgetd.node).
+    status = await asyncio.get_running_loop().run_in_executor(
+        None, functools.partial(call.service.cluster_status, fresh_digest=freshness == "fresh")
+    )
+    return call.respond(status)
 
 
 def _members(call: Call) -> web.Response:
