@@ -96,6 +96,9 @@ class Node:
     async def barrier(self) -> int:
         return await self.proposer.barrier()
 
+    def admit(self, ops: int) -> None:
+        self.proposer.admit(ops)
+
     def read(self, reader: Callable[[Ledger], T]) -> T:
         return self.raft.read(reader)
 

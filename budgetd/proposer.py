@@ -157,6 +157,19 @@ class Proposer:
         """Apply ``ops`` together in one entry; their results. See budgetd.service.Service."""
         return await self._enqueue(ops)
 
+    def admit(self, ops: int) -> None:
+        """Raise Unavailable (counted, and logged as shedding) when ``ops`` more would pass
+        proposer.queue_ops_max now; `submit` runs the same check."""
+        admitted_ops = self._queued_ops + self._inflight_ops
+        if admitted_ops + ops > self._settings.queue_ops_max:
+            self._shed(ops, admitted_ops)
+            raise Unavailable(
+                f"overloaded: {admitted_ops} ops are queued or in flight and {ops} more "
+                f"would pass proposer.queue_ops_max ({self._settings.queue_ops_max}); nothing "
+                "was proposed, retry later with the same idempotency keys",
+                retry_after_s=1,
+            )
+
     async def barrier(self) -> int:
         """An empty request through the log (sharing an entry with others); the applied index."""
         await self._enqueue([])
@@ -201,15 +214,7 @@ class Proposer:
     async def _enqueue(self, ops: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if not self._log.is_leader():
             raise NotLeader("this node is not the leader", leader_http=self._log.leader_http())
-        admitted_ops = self._queued_ops + self._inflight_ops
-        if admitted_ops + len(ops) > self._settings.queue_ops_max:
-            self._shed(len(ops), admitted_ops)
-            raise Unavailable(
-                f"overloaded: {admitted_ops} ops are queued or in flight and {len(ops)} more "
-                f"would pass proposer.queue_ops_max ({self._settings.queue_ops_max}); nothing "
-                "was proposed, retry later with the same idempotency keys",
-                retry_after_s=1,
-            )
+        self.admit(len(ops))
         loop = asyncio.get_running_loop()
         self._loop = loop
         future: asyncio.Future[list[dict[str, Any]]] = loop.create_future()

@@ -329,6 +329,9 @@ async def batch(call: Call) -> web.Response:
     if type(raw_ops) is list and len(raw_ops) > limit:
         detail = f"a batch holds at most {limit} ops, got {len(raw_ops)}"
         raise ApiError("payload_too_large", detail)
+    if type(raw_ops) is list:
+        # An overloaded leader refuses before the costly validation (503, nothing written).
+        call.service.admit(len(raw_ops))
     ops: list[dict[str, Any]] = call.check(bodies.BATCH, value)["ops"]
     caller = call.caller
     assert caller is not None

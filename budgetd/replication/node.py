@@ -70,6 +70,11 @@ __all__ = [
 #: Exit status of a node stopped by a broken invariant or an error in the apply path (EX_SOFTWARE).
 EXIT_NODE_BROKEN: Final = 70
 
+#: A warning is logged when the term changes this many times within the window (then at most
+#: once per window).
+TERM_CHURN_CHANGES: Final = 3
+TERM_CHURN_WINDOW_S: Final = 10.0
+
 #: How long close() waits for the tick thread.
 CLOSE_TIMEOUT_S: Final = 30.0
 
@@ -328,6 +333,9 @@ class RaftNode:
         self._transferring = False
         # Outcomes reached off the tick thread, delivered by it.
         self._deferred: deque[Callable[[], None]] = deque()
+        # When this node saw the term change lately, and when it last warned of it.
+        self._term_changes: deque[float] = deque(maxlen=TERM_CHURN_CHANGES * 4)
+        self._churn_warned_s: float | None = None
 
     # ------------------------------------------------------------------------------------------
     # Life cycle
@@ -911,7 +919,10 @@ class RaftNode:
             self._log_changes(old, new)
 
     def _log_changes(self, old: _View, new: _View) -> None:
-        """The events of one tick: role, leader, quorum and membership changes."""
+        """The events of one tick: role, leader, quorum and membership changes; a warning when
+        terms change fast (elections that depose leaders over and over: a starved node)."""
+        if new.term != old.term and old.term:
+            self._note_term_change(new.term)
         if new.role != old.role:
             self._event(f"became_{new.role}", previous_role=old.role)
         if new.leader_address != old.leader_address:
@@ -928,6 +939,26 @@ class RaftNode:
             self._event("member_added", member_id=self._member_id(address), raft_address=address)
         for address in sorted(old_peers - new_peers):
             self._event("member_removed", member_id=self._member_id(address), raft_address=address)
+
+    def _note_term_change(self, term: int) -> None:
+        now = time.monotonic()
+        changes = self._term_changes
+        changes.append(now)
+        while changes and changes[0] < now - TERM_CHURN_WINDOW_S:
+            changes.popleft()
+        if len(changes) < TERM_CHURN_CHANGES:
+            return
+        if self._churn_warned_s is not None and now - self._churn_warned_s < TERM_CHURN_WINDOW_S:
+            return
+        self._churn_warned_s = now
+        log.warning(
+            "terms_changing_fast: %d term changes in %.0f s (now term %d): elections keep "
+            "deposing leaders; look for a starved node (CPU, GIL, disk) or a flapping network",
+            len(changes),
+            TERM_CHURN_WINDOW_S,
+            term,
+            extra={"node_id": self._me.id, "term": term},
+        )
 
     def _member_id(self, address: str | None) -> str | None:
         member = None if address is None else self._members.get(address)

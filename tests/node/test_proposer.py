@@ -177,14 +177,14 @@ async def test_the_bound_counts_ops_queued_and_in_flight_and_refuses_definitely(
     with pytest.raises(Unavailable) as refused:
         await proposer.submit([reserve("k3")])
     assert refused.value.retry_after_s == 1
+    with pytest.raises(Unavailable):  # the cheap check the API runs before validating a body
+        proposer.admit(1)
+    proposer.admit(0)
     assert "overloaded" in refused.value.detail
     assert (
         proposer.stats.requests_rejected_queue_full,
         proposer.stats.ops_rejected_queue_full,
-    ) == (
-        1,
-        1,
-    )
+    ) == (2, 2)
     log.apply_next()
     await first
     await until(lambda: len(log.entries) == 1)

@@ -1,0 +1,45 @@
+"""What a node tells its operators without stopping Raft: the ledger digest (hashed in a forked
+child, equal to the one computed in the process) and the warning when terms change fast."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import pytest
+from raft_helpers import Cluster, campaign_batch
+
+from budgetd.ledger import Ledger
+from budgetd.replication import RaftNode
+from budgetd.replication.node import TERM_CHURN_CHANGES
+
+
+def test_the_digest_from_the_child_is_the_ledgers_and_follows_applies(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(1)
+    cluster.start_all()
+    node = cluster.leader()
+    cluster.propose_acked(campaign_batch("acme", "globex"))
+    index, digest = node.digest_with_index()
+    assert digest == node.read(Ledger.digest)
+    assert index == node.applied_index()
+    cluster.propose_acked(campaign_batch("initech"))
+    later_index, later = node.digest_with_index()
+    assert later_index > index and later != digest
+    assert later == node.read(Ledger.digest)
+
+
+def test_fast_term_changes_log_one_warning_per_window(
+    make_cluster: Callable[..., Cluster], caplog: pytest.LogCaptureFixture
+) -> None:
+    node = RaftNode(make_cluster(1).settings("n1"))  # not started: only the bookkeeping
+    caplog.set_level(logging.WARNING, logger="budgetd.replication.node")
+    for term in range(2, 2 + TERM_CHURN_CHANGES - 1):
+        node._note_term_change(term)
+    assert caplog.records == []
+    for term in range(10, 15):
+        node._note_term_change(term)
+    warnings = [r for r in caplog.records if "terms_changing_fast" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "now term 10" in warnings[0].getMessage()
