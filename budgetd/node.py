@@ -33,6 +33,9 @@ log = logging.getLogger("budgetd.node")
 #: GET /v1/cluster reuses a digest this young: hashing the state costs seconds at 1,000,000
 #: reservations, and monitors poll the route (``?digest=fresh`` computes one now).
 DIGEST_MAX_AGE_S = 10.0
+#: ...and, refreshed in the background, one at least this many times as old as it took to compute:
+#: hashing a large ledger stays under a tenth of a core however often the route is polled.
+DIGEST_AGE_PER_COST = 10.0
 #: A leadership transfer waits this long at most for the proposals in flight to end and the
 #: target to match the leader's log (a healthy follower does in a round trip). With the wait
 #: for the election (2 × raft.election_timeout_max_ms) a transfer ends within the follower's
@@ -84,6 +87,7 @@ class Node:
         #: One background digest computation at a time (GET /v1/cluster, see cluster_status).
         self._digest_lock = threading.Lock()
         self._digest_refreshing = False
+        self._digest_cost_s = 0.0
         self._transferring = False
 
     @property
@@ -114,7 +118,9 @@ class Node:
         status = dict(self.raft.status())
         if fresh_digest or self._digest is None:
             self._compute_digest()
-        elif time.monotonic() - self._digest[0] >= DIGEST_MAX_AGE_S:
+        elif time.monotonic() - self._digest[0] >= max(
+            DIGEST_MAX_AGE_S, DIGEST_AGE_PER_COST * self._digest_cost_s
+        ):
             self._refresh_digest()
         assert self._digest is not None
         _, status["digest_index"], status["digest"] = self._digest
@@ -128,7 +134,9 @@ class Node:
         return status
 
     def _compute_digest(self) -> None:
+        started = time.monotonic()
         index, digest = self.raft.digest_with_index()
+        self._digest_cost_s = time.monotonic() - started
         # Aged from when it was computed: a digest that takes longer than DIGEST_MAX_AGE_S must
         # not be recomputed by every poll.
         self._digest = (time.monotonic(), index, digest)
