@@ -75,6 +75,9 @@ class ProposerFigures:
     #: Wall clock minus the last stamp (budgetd.stamps), and stamps held inside the band.
     clock_skew_ms: int = 0
     stamps_held: int = 0
+    #: Ops in log entries in flight, and ops of the requests refused for proposer.queue_ops_max.
+    inflight_ops: int = 0
+    ops_rejected_queue_full: int = 0
 
 
 def node_registry(node: NodeView, node_id: str, settings: MetricsSettings) -> CollectorRegistry:
@@ -303,6 +306,12 @@ class NodeCollector(Collector):
             "Log entries proposed and not yet answered.",
             p.inflight_entries,
         )
+        g.gauge(
+            "budgetd_proposer_inflight_ops",
+            "Ops in log entries proposed and not yet answered (with the queued ops, what "
+            "proposer.queue_ops_max bounds).",
+            p.inflight_ops,
+        )
         entries = CounterMetricFamily(
             "budgetd_proposer_entries",
             "Log entries proposed by this node, by outcome: ok (applied), definite (not "
@@ -324,8 +333,14 @@ class NodeCollector(Collector):
         )
         g.counter(
             "budgetd_proposer_requests_rejected",
-            "Requests refused (503) because the queue held proposer.queue_ops_max ops.",
+            "Requests refused (503, overloaded) because the ops queued and in flight would "
+            "pass proposer.queue_ops_max.",
             p.requests_rejected_queue_full,
+        )
+        g.counter(
+            "budgetd_proposer_ops_rejected",
+            "Ops of the requests refused (503, overloaded) for proposer.queue_ops_max.",
+            p.ops_rejected_queue_full,
         )
         g.gauge(
             "budgetd_clock_skew_seconds",

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -32,6 +33,9 @@ log = logging.getLogger("budgetd.node")
 #: GET /v1/cluster reuses a digest this young: hashing the state costs seconds at 1,000,000
 #: reservations, and monitors poll the route (``?digest=fresh`` computes one now).
 DIGEST_MAX_AGE_S = 10.0
+#: ...and, refreshed in the background, one at least this many times as old as it took to compute:
+#: hashing a large ledger stays under a tenth of a core however often the route is polled.
+DIGEST_AGE_PER_COST = 10.0
 #: A leadership transfer waits this long at most for the proposals in flight to end and the
 #: target to match the leader's log (a healthy follower does in a round trip). With the wait
 #: for the election (2 × raft.election_timeout_max_ms) a transfer ends within the follower's
@@ -80,6 +84,10 @@ class Node:
         self.raft.observe_time = self.stamps.observe
         self.proposer = Proposer(_RaftLog(self.raft), settings.proposer, clock=self.stamps)
         self._digest: tuple[float, int, str] | None = None
+        #: One background digest computation at a time (GET /v1/cluster, see cluster_status).
+        self._digest_lock = threading.Lock()
+        self._digest_refreshing = False
+        self._digest_cost_s = 0.0
         self._transferring = False
 
     @property
@@ -92,6 +100,9 @@ class Node:
     async def barrier(self) -> int:
         return await self.proposer.barrier()
 
+    def admit(self, ops: int) -> None:
+        self.proposer.admit(ops)
+
     def read(self, reader: Callable[[Ledger], T]) -> T:
         return self.raft.read(reader)
 
@@ -99,19 +110,53 @@ class Node:
         return self.raft.applied_index()
 
     def cluster_status(self, *, fresh_digest: bool = False) -> dict[str, Any]:
+        """Raft status, proposer figures and a digest. With ``fresh_digest`` (or before the first
+        digest) the digest is computed now, which takes seconds on a large ledger: the API calls
+        this off the event loop. Otherwise the last digest is answered at once (``digest_index``
+        says which state it is of) and one older than DIGEST_MAX_AGE_S is recomputed in the
+        background, one computation at a time."""
         status = dict(self.raft.status())
-        now = time.monotonic()
-        if fresh_digest or self._digest is None or now - self._digest[0] >= DIGEST_MAX_AGE_S:
-            index, digest = self.raft.digest_with_index()
-            self._digest = (now, index, digest)
+        if fresh_digest or self._digest is None:
+            self._compute_digest()
+        elif time.monotonic() - self._digest[0] >= max(
+            DIGEST_MAX_AGE_S, DIGEST_AGE_PER_COST * self._digest_cost_s
+        ):
+            self._refresh_digest()
+        assert self._digest is not None
         _, status["digest_index"], status["digest"] = self._digest
         status["proposer"] = {
             "queued_ops": self.proposer.queued_ops,
             "inflight_entries": self.proposer.inflight_entries,
+            "inflight_ops": self.proposer.inflight_ops,
             "entries_proposed": self.proposer.stats.entries_proposed,
             "ops_proposed": self.proposer.stats.ops_proposed,
         }
         return status
+
+    def _compute_digest(self) -> None:
+        started = time.monotonic()
+        index, digest = self.raft.digest_with_index()
+        self._digest_cost_s = time.monotonic() - started
+        # Aged from when it was computed: a digest that takes longer than DIGEST_MAX_AGE_S must
+        # not be recomputed by every poll.
+        self._digest = (time.monotonic(), index, digest)
+
+    def _refresh_digest(self) -> None:
+        with self._digest_lock:
+            if self._digest_refreshing:
+                return
+            self._digest_refreshing = True
+
+        def refresh() -> None:
+            try:
+                self._compute_digest()
+            except Exception:
+                log.exception("computing the ledger digest failed")
+            finally:
+                with self._digest_lock:
+                    self._digest_refreshing = False
+
+        threading.Thread(target=refresh, name="budgetd-digest", daemon=True).start()
 
     def ready(self) -> tuple[bool, str]:
         """Ready (GET /readyz) when this node knows a leader, a leader still hears a majority,
@@ -147,6 +192,8 @@ class Node:
             batch_bytes=proposer.batch_bytes.snapshot(),
             clock_skew_ms=self.stamps.skew_ms,
             stamps_held=self.stamps.stamps_held,
+            inflight_ops=proposer.inflight_ops,
+            ops_rejected_queue_full=stats.ops_rejected_queue_full,
         )
 
     async def add_member(self, member: Member) -> None:

@@ -9,6 +9,12 @@ queued (up to ``batch_ops_max`` ops and ``batch_bytes_max`` bytes) goes at once 
 an idle node answers with the latency of a single entry, and a busy one fills each entry while the
 previous one is being replicated. Each entry carries one timestamp, stamped here (DESIGN I6).
 
+Admission (DESIGN §5): ops accepted and not yet answered — queued, or in a log entry in flight —
+are bounded by ``queue_ops_max``; a request that would pass it is refused at once with 503
+unavailable and Retry-After (nothing proposed: safe to retry with the same keys), so overload
+gets fast refusals instead of a queue that answers seconds later or not at all. A warning is
+logged when a node starts refusing, at most once per ``_SHED_LOG_PERIOD_S``.
+
 Outcomes (research/jepsen.md §7): the log says OK (results come back), FAILED (definitely not
 applied → `Unavailable`) or UNKNOWN (`OutcomeUnknown`). A request not answered within
 ``request_timeout_ms`` is `OutcomeUnknown`; its entry may still be applied later, which is why
@@ -47,6 +53,8 @@ BATCH_BYTES_BUCKETS: Final = (256, 1024, 4096, 16384, 65536, 262144, 1048576, 41
 #: the partition heals); at most a tenth of proposer.request_timeout_ms, so a request ends at most
 #: 10 % after its deadline.
 _SWEEP_PERIOD_S = 0.25
+#: At most one warning per this many seconds while requests are refused for the admission bound.
+_SHED_LOG_PERIOD_S = 10.0
 
 
 class LogOutcome(enum.Enum):
@@ -111,6 +119,8 @@ class ProposerStats:
     entries_unknown: int = 0
     requests_timed_out: int = 0
     requests_rejected_queue_full: int = 0
+    #: Ops of the requests refused for proposer.queue_ops_max.
+    ops_rejected_queue_full: int = 0
 
 
 class Proposer:
@@ -125,6 +135,11 @@ class Proposer:
         self._queue: deque[_Request] = deque()
         self._queued_ops = 0
         self._inflight: list[_Entry] = []
+        #: Ops of the entries in ``_inflight``; with ``_queued_ops``, what the bound admits.
+        self._inflight_ops = 0
+        #: When the last shedding warning was logged, and the refusals since.
+        self._shed_logged_s: float | None = None
+        self._shed_since_log = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         #: Entries the log has ended, handed over from its thread; the loop is woken once for
         #: all of them (``_wake_pending`` says a wake-up is on its way).
@@ -141,6 +156,19 @@ class Proposer:
     async def submit(self, ops: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Apply ``ops`` together in one entry; their results. See budgetd.service.Service."""
         return await self._enqueue(ops)
+
+    def admit(self, ops: int) -> None:
+        """Raise Unavailable (counted, and logged as shedding) when ``ops`` more would pass
+        proposer.queue_ops_max now; `submit` runs the same check."""
+        admitted_ops = self._queued_ops + self._inflight_ops
+        if admitted_ops + ops > self._settings.queue_ops_max:
+            self._shed(ops, admitted_ops)
+            raise Unavailable(
+                f"overloaded: {admitted_ops} ops are queued or in flight and {ops} more "
+                f"would pass proposer.queue_ops_max ({self._settings.queue_ops_max}); nothing "
+                "was proposed, retry later with the same idempotency keys",
+                retry_after_s=1,
+            )
 
     async def barrier(self) -> int:
         """An empty request through the log (sharing an entry with others); the applied index."""
@@ -177,18 +205,16 @@ class Proposer:
     def inflight_entries(self) -> int:
         return len(self._inflight)
 
+    @property
+    def inflight_ops(self) -> int:
+        return self._inflight_ops
+
     # -- internals ------------------------------------------------------------------------------
 
     async def _enqueue(self, ops: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if not self._log.is_leader():
             raise NotLeader("this node is not the leader", leader_http=self._log.leader_http())
-        if self._queued_ops + len(ops) > self._settings.queue_ops_max:
-            self.stats.requests_rejected_queue_full += 1
-            raise Unavailable(
-                f"the proposal queue holds {self._queued_ops} ops (max "
-                f"{self._settings.queue_ops_max})",
-                retry_after_s=1,
-            )
+        self.admit(len(ops))
         loop = asyncio.get_running_loop()
         self._loop = loop
         future: asyncio.Future[list[dict[str, Any]]] = loop.create_future()
@@ -198,6 +224,24 @@ class Proposer:
         self._flush()
         # A caller that goes away cancels the future: a request still queued is then dropped.
         return await future
+
+    def _shed(self, ops: int, admitted_ops: int) -> None:
+        """Count a refusal for the bound; warn when shedding starts, then at most once per
+        ``_SHED_LOG_PERIOD_S``."""
+        self.stats.requests_rejected_queue_full += 1
+        self.stats.ops_rejected_queue_full += ops
+        self._shed_since_log += 1
+        now_s = self._clock.monotonic_s()
+        if self._shed_logged_s is None or now_s - self._shed_logged_s >= _SHED_LOG_PERIOD_S:
+            log.warning(
+                "overloaded: refusing requests (503, Retry-After 1 s): %d ops queued or in "
+                "flight, proposer.queue_ops_max %d; %d request(s) refused since the last warning",
+                admitted_ops,
+                self._settings.queue_ops_max,
+                self._shed_since_log,
+            )
+            self._shed_logged_s = now_s
+            self._shed_since_log = 0
 
     def _flush(self) -> None:
         settings = self._settings
@@ -228,6 +272,7 @@ class Proposer:
                 entry_bytes = encode_batch(self._clock.now_ms(), ops)
             entry = _Entry(requests, self._clock.monotonic_s() + settings.request_timeout_ms / 1000)
             self._inflight.append(entry)
+            self._inflight_ops += len(ops)
             self.stats.entries_proposed += 1
             self.stats.ops_proposed += len(ops)
             self.batch_ops.observe(len(ops))
@@ -278,9 +323,10 @@ class Proposer:
         if entry.done:
             return
         entry.done = True
+        expected = sum(len(request.ops) for request in entry.requests)
         with contextlib.suppress(ValueError):
             self._inflight.remove(entry)
-        expected = sum(len(request.ops) for request in entry.requests)
+            self._inflight_ops -= expected
         if outcome is LogOutcome.OK and (results is None or len(results) != expected):
             log.error("entry applied with %s results for %d ops", results, expected)
             outcome, reason = LogOutcome.UNKNOWN, "the log returned results that do not match"

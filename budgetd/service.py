@@ -84,6 +84,12 @@ class Service(Protocol):
         """
         ...
 
+    def admit(self, ops: int) -> None:
+        """Raise Unavailable (nothing proposed) when ``ops`` more operations would pass this
+        node's admission bound now: a cheap check before a request's body is validated, so an
+        overloaded leader refuses at little cost. `submit` checks again."""
+        ...
+
     async def barrier(self) -> int:
         """Return once this node has applied every entry committed before the call (a no-op
         through the log); the applied index. Raises like `submit`. A deposed leader cannot pass a

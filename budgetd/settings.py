@@ -71,8 +71,12 @@ class ProposerSettings:
     #: Operations and encoded bytes in one log entry.
     batch_ops_max: int = 4_096
     batch_bytes_max: int = 1_048_576
-    #: Operations waiting to be proposed; beyond it requests get 503 unavailable.
-    queue_ops_max: int = 100_000
+    #: Admission bound: operations accepted and not yet answered (waiting for a log entry or in
+    #: one in flight). A request that would pass it gets 503 unavailable with Retry-After at
+    #: once, nothing proposed. About a second of a busy leader's throughput: more only makes
+    #: requests wait longer (and time out) behind work that is already late. At least
+    #: api.batch_ops_max, so that one largest batch always fits.
+    queue_ops_max: int = 32_768
     #: Log entries in flight at once (proposed, not yet applied).
     inflight_batches_max: int = 2
     #: A request not answered within this gets 504 outcome_unknown.
@@ -343,6 +347,11 @@ def parse(raw: dict[str, Any], *, base_dir: Path | None = None) -> NodeSettings:
         )
     if raft.snapshot_entries < 2:
         raise SettingsError("raft.snapshot_entries must be at least 2")
+    if proposer.queue_ops_max < settings.api.batch_ops_max:
+        raise SettingsError(
+            f"proposer.queue_ops_max ({proposer.queue_ops_max}) must be at least "
+            f"api.batch_ops_max ({settings.api.batch_ops_max}): a largest batch must fit"
+        )
     if raft_bind is not None and raft_bind.rpartition(":")[0] in ("0.0.0.0", "[::]", "::"):
         raise SettingsError(
             "node.raft_bind must be one address, not a wildcard: the Raft port must be "

@@ -6,6 +6,8 @@ Imports the api's own modules, aiohttp and the ledger's read views; never pysync
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import re
 from typing import Any, Final
 
@@ -328,6 +330,9 @@ async def batch(call: Call) -> web.Response:
     if type(raw_ops) is list and len(raw_ops) > limit:
         detail = f"a batch holds at most {limit} ops, got {len(raw_ops)}"
         raise ApiError("payload_too_large", detail)
+    if type(raw_ops) is list:
+        # An overloaded leader refuses before the costly validation (503, nothing written).
+        call.service.admit(len(raw_ops))
     ops: list[dict[str, Any]] = call.check(bodies.BATCH, value)["ops"]
     caller = call.caller
     assert caller is not None
@@ -415,7 +420,11 @@ async def cluster(call: Call) -> web.Response:
     freshness = query.get("digest", "cached")
     if freshness not in ("cached", "fresh"):
         raise invalid(f"digest must be cached or fresh, got {freshness[:40]!r}")
-    return call.respond(call.service.cluster_status(fresh_digest=freshness == "fresh"))
+    # Off the event loop: a fresh digest of a large ledger takes seconds (budgetd.node).
+    status = await asyncio.get_running_loop().run_in_executor(
+        None, functools.partial(call.service.cluster_status, fresh_digest=freshness == "fresh")
+    )
+    return call.respond(status)
 
 
 def _members(call: Call) -> web.Response:

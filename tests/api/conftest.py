@@ -96,6 +96,7 @@ class ScriptedService:
         self.index = 0
         self.submits: list[list[dict[str, Any]]] = []
         self.barriers = 0
+        self.admitted_ops = 0
         self.submit_error: ServiceError | None = None
         self.barrier_error: ServiceError | None = None
         self.read_error: Exception | None = None
@@ -127,6 +128,9 @@ class ScriptedService:
         results = self.ledger.apply_batch(timestamp_ms, decoded)
         self.index += 1
         return results
+
+    def admit(self, ops: int) -> None:
+        self.admitted_ops += ops
 
     async def barrier(self) -> int:
         self.barriers += 1

@@ -166,20 +166,67 @@ async def test_a_follower_refuses_with_the_leader_address() -> None:
     assert log.entries == []
 
 
-async def test_a_full_queue_refuses_definitely() -> None:
+async def test_the_bound_counts_ops_queued_and_in_flight_and_refuses_definitely() -> None:
     log = ScriptedLog()
-    proposer = Proposer(log, settings(queue_ops_max=2, inflight_batches_max=1))
+    proposer = Proposer(log, settings(queue_ops_max=3, inflight_batches_max=1))
     first = asyncio.create_task(proposer.submit([put("acme")]))
     await until(lambda: len(log.entries) == 1)
+    assert (proposer.queued_ops, proposer.inflight_ops) == (0, 1)
     queued = asyncio.create_task(proposer.submit([reserve("k1"), reserve("k2")]))
     await until(lambda: proposer.queued_ops == 2)
-    with pytest.raises(Unavailable):
+    with pytest.raises(Unavailable) as refused:
         await proposer.submit([reserve("k3")])
+    assert refused.value.retry_after_s == 1
+    with pytest.raises(Unavailable):  # the cheap check the API runs before validating a body
+        proposer.admit(1)
+    proposer.admit(0)
+    assert "overloaded" in refused.value.detail
+    assert (
+        proposer.stats.requests_rejected_queue_full,
+        proposer.stats.ops_rejected_queue_full,
+    ) == (2, 2)
     log.apply_next()
     await first
     await until(lambda: len(log.entries) == 1)
+    assert (proposer.queued_ops, proposer.inflight_ops) == (0, 2)
+    # One op fits again (2 in flight + 1): the refused request, sent again, is admitted.
+    again = asyncio.create_task(proposer.submit([reserve("k3")]))
+    await until(lambda: proposer.queued_ops == 1)
     log.apply_next()
     assert len(await queued) == 2
+    await until(lambda: len(log.entries) == 1)
+    log.apply_next()
+    assert (await again)[0]["code"] == "ok"
+    assert (proposer.queued_ops, proposer.inflight_ops) == (0, 0)
+    # The refused request reached no log entry: 1 + 2 ops, then the retry's 1.
+    assert proposer.stats.ops_proposed == 4
+
+
+async def test_a_request_larger_than_the_bound_is_refused_with_nothing_proposed() -> None:
+    log = ScriptedLog()
+    proposer = Proposer(log, settings(queue_ops_max=2))
+    with pytest.raises(Unavailable):
+        await proposer.submit([put("acme"), put("beta"), put("gamma")])
+    assert log.entries == []
+    assert proposer.stats.entries_proposed == 0
+
+
+async def test_an_entry_that_ends_failed_or_unknown_frees_its_ops() -> None:
+    log = ScriptedLog()
+    proposer = Proposer(log, settings(queue_ops_max=2))
+    task = asyncio.create_task(proposer.submit([put("acme"), put("beta")]))
+    await until(lambda: len(log.entries) == 1)
+    assert proposer.inflight_ops == 2
+    with pytest.raises(Unavailable):
+        await proposer.submit([put("gamma")])
+    log.end_next(LogOutcome.UNKNOWN)
+    with pytest.raises(OutcomeUnknown):
+        await task
+    assert proposer.inflight_ops == 0
+    after = asyncio.create_task(proposer.submit([put("gamma")]))
+    await until(lambda: len(log.entries) == 1)
+    log.apply_next()
+    assert (await after)[0]["code"] == "ok"
 
 
 @pytest.mark.parametrize(

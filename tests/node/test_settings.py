@@ -78,6 +78,10 @@ def base() -> dict[str, Any]:
             "out of range",
         ),
         (lambda d: d["proposer"].update(queue_ops_max="many"), "proposer.queue_ops_max"),
+        (
+            lambda d: d["proposer"].update(queue_ops_max=999),
+            "proposer.queue_ops_max (999) must be at least api.batch_ops_max (1000)",
+        ),
         (lambda d: d["raft"].update(connection_timeout_ms=500), "at least raft.election_timeout"),
     ],
 )

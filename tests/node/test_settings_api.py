@@ -37,7 +37,10 @@ def on_address(raw: dict[str, Any], host: str) -> dict[str, Any]:
 def test_every_limit_has_a_named_maximum(name: str) -> None:
     maximum = API_MAXIMA[name]
     extra = {"rate_burst": maximum} if name == "rate_per_s" else {}
-    settings.parse(document(**{name: maximum}, **extra))
+    largest = document(**{name: maximum}, **extra)
+    if name == "batch_ops_max":  # the proposer must admit a largest batch
+        largest["proposer"]["queue_ops_max"] = maximum
+    settings.parse(largest)
     with pytest.raises(SettingsError, match=rf"api\.{name} must be at most {maximum}"):
         settings.parse(document(**{name: maximum + 1}))
     with pytest.raises(SettingsError, match=rf"api\.{name} must be a positive integer"):
