@@ -149,6 +149,15 @@ class _Worker:
     async def _call(
         self, message: dict[str, Any], method: str, path: str, body: Any, *, key: str | None
     ) -> tuple[int, Any]:
+        status, answer, _retry_after_s = await self._call_for_retry(
+            message, method, path, body, key=key
+        )
+        return status, answer
+
+    async def _call_for_retry(
+        self, message: dict[str, Any], method: str, path: str, body: Any, *, key: str | None
+    ) -> tuple[int, Any, float | None]:
+        """``(status, decoded answer, Retry-After in seconds if given)``."""
         headers = {
             "Authorization": f"Bearer {message['token']}",
             "Content-Type": MSGPACK,
@@ -159,7 +168,10 @@ class _Worker:
         async with self.session.request(
             method, message["url"] + path, data=msgpack.packb(body), headers=headers
         ) as response:
-            return response.status, _decode(response.content_type, await response.read())
+            answer = _decode(response.content_type, await response.read())
+            retry_after = response.headers.get("Retry-After", "")
+            retry_after_s = float(retry_after) if retry_after.isdigit() else None
+            return response.status, answer, retry_after_s
 
     def _key(self, message: dict[str, Any]) -> str:
         return f"{message['tag']}-{self.index}-{next(self.keys)}"
@@ -168,20 +180,29 @@ class _Worker:
         self, tally: _Tally, message: dict[str, Any], path: str, body: Any, ops: int = 1
     ) -> dict[str, Any] | None:
         """One request: its answer when 2xx, None otherwise (tallied as a refusal, an unknown
-        outcome or an error)."""
+        outcome or an error). Ops and latency count the requests the ledger decided (2xx, and
+        409: refused by the ledger through the log); a 429 or 503 did nothing and is counted as
+        refused only, after which this worker waits out its Retry-After (within the window), as
+        budget_client does."""
         started = time.monotonic()
         try:
-            status, answer = await self._call(message, "POST", path, body, key=self._key(message))
+            status, answer, retry_after_s = await self._call_for_retry(
+                message, "POST", path, body, key=self._key(message)
+            )
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             tally.errors[type(exc).__name__] += 1
             tally.unknown += 1  # it may have been applied
             return None
-        tally.done(started, time.monotonic(), ops)
+        finished = time.monotonic()
+        if 200 <= status < 300 or status == 409:
+            tally.done(started, finished, ops)
         if 200 <= status < 300:
             return answer
         code = answer.get("code", str(status)) if isinstance(answer, dict) else str(status)
         if status in (409, 429, 503):
             tally.refused[code] += 1  # nothing written
+            if status != 409 and retry_after_s:
+                await asyncio.sleep(min(retry_after_s, max(0.0, tally.end_at - finished)))
         else:
             tally.errors[f"{status} {code}"] += 1
             if status >= 500:
