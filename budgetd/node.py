@@ -109,21 +109,24 @@ class Node:
     def applied_index(self) -> int:
         return self.raft.applied_index()
 
-    def cluster_status(self, *, fresh_digest: bool = False) -> dict[str, Any]:
+    def cluster_status(self, *, fresh_digest: bool = False, refresh: bool = True) -> dict[str, Any]:
         """Raft status, proposer figures and a digest. With ``fresh_digest`` (or before the first
         digest) the digest is computed now, which takes seconds on a large ledger: the API calls
         this off the event loop. Otherwise the last digest is answered at once (``digest_index``
         says which state it is of) and one older than DIGEST_MAX_AGE_S is recomputed in the
-        background, one computation at a time."""
+        background, one computation at a time. Without ``refresh`` nothing is computed: the last
+        digest, or "" (index 0) before the first (for pollers that only want the view, such as
+        a leader lookup: a digest costs a core for seconds on a large ledger)."""
         status = dict(self.raft.status())
-        if fresh_digest or self._digest is None:
+        if not refresh and not fresh_digest:
+            pass
+        elif fresh_digest or self._digest is None:
             self._compute_digest()
         elif time.monotonic() - self._digest[0] >= max(
             DIGEST_MAX_AGE_S, DIGEST_AGE_PER_COST * self._digest_cost_s
         ):
             self._refresh_digest()
-        assert self._digest is not None
-        _, status["digest_index"], status["digest"] = self._digest
+        _, status["digest_index"], status["digest"] = self._digest or (0.0, 0, "")
         status["proposer"] = {
             "queued_ops": self.proposer.queued_ops,
             "inflight_entries": self.proposer.inflight_entries,

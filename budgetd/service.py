@@ -102,11 +102,12 @@ class Service(Protocol):
 
     def applied_index(self) -> int: ...
 
-    def cluster_status(self, *, fresh_digest: bool = False) -> dict[str, Any]:
+    def cluster_status(self, *, fresh_digest: bool = False, refresh: bool = True) -> dict[str, Any]:
         """``{node_id, leader_id, term, commit_index, applied_index, digest, digest_index,
         members: [...]}`` (DESIGN §5 GET /v1/cluster). The digest hashes the whole state, so a
         node may serve one up to a few seconds old (``digest_index`` says which applied index it
-        belongs to); ``fresh_digest`` asks for the digest of the state as applied now."""
+        belongs to); ``fresh_digest`` asks for the digest of the state as applied now; without
+        ``refresh`` no digest is computed at all (the last one, or "" before the first)."""
         ...
 
     def ready(self) -> tuple[bool, str]:

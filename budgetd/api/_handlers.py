@@ -418,17 +418,22 @@ async def patch_limits(call: Call) -> web.Response:
 async def cluster(call: Call) -> web.Response:
     query = call.query(("digest",))
     freshness = query.get("digest", "cached")
-    if freshness not in ("cached", "fresh"):
-        raise invalid(f"digest must be cached or fresh, got {freshness[:40]!r}")
+    if freshness not in ("cached", "fresh", "last"):
+        raise invalid(f"digest must be cached, fresh or last, got {freshness[:40]!r}")
     # Off the event loop: a fresh digest of a large ledger takes seconds (budgetd.node).
     status = await asyncio.get_running_loop().run_in_executor(
-        None, functools.partial(call.service.cluster_status, fresh_digest=freshness == "fresh")
+        None,
+        functools.partial(
+            call.service.cluster_status,
+            fresh_digest=freshness == "fresh",
+            refresh=freshness != "last",
+        ),
     )
     return call.respond(status)
 
 
 def _members(call: Call) -> web.Response:
-    return call.respond({"members": call.service.cluster_status()["members"]})
+    return call.respond({"members": call.service.cluster_status(refresh=False)["members"]})
 
 
 async def add_member(call: Call) -> web.Response:

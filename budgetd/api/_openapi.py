@@ -355,13 +355,15 @@ def _paths() -> dict[str, dict[str, Any]]:
                         "required": False,
                         "schema": {
                             "type": "string",
-                            "enum": ["cached", "fresh"],
+                            "enum": ["cached", "fresh", "last"],
                             "default": "cached",
                         },
                         "description": (
-                            "cached: a digest up to 10 s old (digest_index names its applied "
-                            "index); fresh: hash the state as applied now (costs seconds on a "
-                            "large state)"
+                            "cached: the last digest (digest_index names its applied index), "
+                            "recomputed in the background when older than 10 s; fresh: hash "
+                            "the state as applied now (costs seconds on a large state); last: "
+                            'the last digest, never computing one ("" and index 0 before '
+                            "the first): for pollers that want the view only"
                         ),
                     }
                 ],

@@ -374,7 +374,7 @@ def _leader(cluster: LocalCluster, timeout_s: float = LEADER_TIMEOUT_S) -> str:
             if not node.running:
                 continue
             try:
-                body = _get_json(node.url + "/v1/cluster", cluster.token, timeout_s=5.0)
+                body = _get_json(node.url + "/v1/cluster?digest=last", cluster.token, timeout_s=5.0)
             except OSError as exc:
                 seen = f"{node.node_id}: {exc}"
                 continue

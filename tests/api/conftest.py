@@ -104,6 +104,7 @@ class ScriptedService:
         self.membership_error: ServiceError | None = None
         self.membership_changes: list[tuple[str, str]] = []
         self.fresh_digests = 0
+        self.unrefreshed_views = 0
         self.members = [
             member_view(_member("n1", "fra"), "leader"),
             member_view(_member("n2", "ams"), "follower"),
@@ -147,8 +148,9 @@ class ScriptedService:
     def applied_index(self) -> int:
         return self.index
 
-    def cluster_status(self, *, fresh_digest: bool = False) -> dict[str, Any]:
+    def cluster_status(self, *, fresh_digest: bool = False, refresh: bool = True) -> dict[str, Any]:
         self.fresh_digests += fresh_digest
+        self.unrefreshed_views += not refresh
         return {
             "node_id": self._node_id,
             "leader_id": "n1",

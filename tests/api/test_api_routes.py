@@ -327,8 +327,12 @@ async def test_cluster_digest_freshness_is_chosen_by_the_caller(api, service):
     assert service.fresh_digests == 0
     assert (await api.call("GET", "/v1/cluster?digest=fresh", token="reader")).status == 200
     assert service.fresh_digests == 1
+    assert service.unrefreshed_views == 0
+    assert (await api.call("GET", "/v1/cluster?digest=last", token="reader")).status == 200
+    assert service.fresh_digests == 1 and service.unrefreshed_views == 1
     bad = await api.call("GET", "/v1/cluster?digest=now", token="reader")
     assert bad.status == 400 and bad.body["code"] == "invalid_request"
+    assert "cached, fresh or last" in bad.body["detail"]
 
 
 async def test_health_and_ready_need_no_token(api, fmt):

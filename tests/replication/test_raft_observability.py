@@ -53,6 +53,10 @@ def test_the_cluster_view_answers_from_the_last_digest_and_refreshes_it_in_the_b
 ) -> None:
     cluster = make_cluster(1)
     node = Node(cluster.settings("n1"))  # not started: the ledger and its digest only
+    # Without refresh nothing is computed, not even a first digest.
+    unrefreshed = node.cluster_status(refresh=False)
+    assert (unrefreshed["digest"], unrefreshed["digest_index"]) == ("", 0)
+    assert node._digest is None
     first = node.cluster_status()
     assert first["digest"] == node.raft.read(Ledger.digest)
     # A stale digest is answered at once (never computed on the caller's thread), and a new one
@@ -67,6 +71,8 @@ def test_the_cluster_view_answers_from_the_last_digest_and_refreshes_it_in_the_b
         return computing()
 
     node.raft.digest_with_index = slow_digest  # type: ignore[method-assign]
+    assert node.cluster_status(refresh=False)["digest"] == "0" * 64
+    assert not node._digest_refreshing  # the last digest, stale or not, and no refresh
     assert node.cluster_status()["digest"] == "0" * 64
     assert node.cluster_status()["digest"] == "0" * 64  # one refresh at a time, still running
     release.set()
