@@ -252,6 +252,19 @@ class _Replicator:
         await answer
 
 
+async def _serve_aiohttp(handle: Callable[..., Any], http_port: int, ready: Any) -> None:
+    """POST /v1/reservations served by aiohttp with ``handle``, until the process ends."""
+    from aiohttp import web
+
+    app = web.Application()
+    app.router.add_post("/v1/reservations", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", http_port).start()
+    ready.set()
+    await asyncio.Event().wait()
+
+
 _RESPONSE = (
     b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
 )
@@ -297,13 +310,7 @@ def _leader(http_port: int, ports: list[int], data_dir: str, variant: str, ready
                 answer = await reserve(await request.read())
                 return web.Response(status=201, body=answer, content_type="application/json")
 
-            app = web.Application()
-            app.router.add_post("/v1/reservations", handle)
-            runner = web.AppRunner(app, access_log=None)
-            await runner.setup()
-            await web.TCPSite(runner, "127.0.0.1", http_port).start()
-            ready.set()
-            await asyncio.Event().wait()
+            await _serve_aiohttp(handle, http_port, ready)
         else:
             server = await asyncio.start_server(serve_raw, "127.0.0.1", http_port)
             ready.set()
@@ -466,16 +473,7 @@ def _raft_node(
             status=201, body=b'{"code":"ok","bytes":%d}' % size, content_type="application/json"
         )
 
-    async def main() -> None:
-        app = web.Application()
-        app.router.add_post("/v1/reservations", handle)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", http_port).start()
-        ready.set()
-        await asyncio.Event().wait()
-
-    loop.run_until_complete(main())
+    loop.run_until_complete(_serve_aiohttp(handle, http_port, ready))
 
 
 def run_pysyncobj(requests: int, root: Path) -> list[float]:

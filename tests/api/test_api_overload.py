@@ -6,7 +6,6 @@ log that holds its entries until the test applies them."""
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,11 +13,10 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from budgetd.api import Tokens, make_app
-from budgetd.codec import decode_batch
-from budgetd.ledger import Ledger
-from budgetd.proposer import LogOutcome, Proposer
+from budgetd.proposer import Proposer
 from budgetd.settings import ApiSettings, ProposerSettings
 from tests.api.conftest import Harness, ScriptedService
+from tests.node.test_proposer import ScriptedLog
 
 #: Ops of the held work plus one more batch pass this; one batch alone fits.
 QUEUE_OPS_MAX = 30
@@ -26,42 +24,14 @@ BATCH_OPS = 20
 WAIT_S = 5.0
 
 
-class HeldLog:
-    """The replicated log as the proposer sees it: entries wait for `apply_next`."""
-
-    def __init__(self, ledger: Ledger) -> None:
-        self.ledger = ledger
-        self.entries: list[tuple[bytes, Any]] = []
-        self.applied = 0
-
-    def propose(self, entry: bytes, callback: Any) -> None:
-        self.entries.append((entry, callback))
-
-    def is_leader(self) -> bool:
-        return True
-
-    def leader_http(self) -> str | None:
-        return None
-
-    def applied_index(self) -> int:
-        return self.applied
-
-    def apply_next(self) -> None:
-        entry, callback = self.entries.pop(0)
-        timestamp_ms, ops = decode_batch(entry)
-        results = self.ledger.apply_batch(timestamp_ms, ops)
-        self.applied += 1
-        thread = threading.Thread(target=callback, args=(LogOutcome.OK, results, ""))
-        thread.start()
-        thread.join()
-
-
 class ProposingService(ScriptedService):
-    """The scripted service, but submits go through a real Proposer over a `HeldLog`."""
+    """The scripted service, but submits go through a real Proposer over a `ScriptedLog` that
+    applies to this service's ledger."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.log = HeldLog(self.ledger)
+        self.log = ScriptedLog()
+        self.log.ledger = self.ledger
         self.proposer = Proposer(
             self.log,
             ProposerSettings(
