@@ -118,14 +118,12 @@ class Node:
         digest, or "" (index 0) before the first (for pollers that only want the view, such as
         a leader lookup: a digest costs a core for seconds on a large ledger)."""
         status = dict(self.raft.status())
-        if not refresh and not fresh_digest:
-            pass
-        elif fresh_digest or self._digest is None:
+        if fresh_digest or (refresh and self._digest is None):
             self._compute_digest()
-        elif time.monotonic() - self._digest[0] >= max(
-            DIGEST_MAX_AGE_S, DIGEST_AGE_PER_COST * self._digest_cost_s
-        ):
-            self._refresh_digest()
+        elif refresh and self._digest is not None:
+            age_max_s = max(DIGEST_MAX_AGE_S, DIGEST_AGE_PER_COST * self._digest_cost_s)
+            if time.monotonic() - self._digest[0] >= age_max_s:
+                self._refresh_digest()
         _, status["digest_index"], status["digest"] = self._digest or (0.0, 0, "")
         status["proposer"] = {
             "queued_ops": self.proposer.queued_ops,

@@ -478,6 +478,15 @@ class Wallet:
         if self._slice is None or self._slice.available_micros <= 0:
             self._slice = s
 
+    @staticmethod
+    def _commit_op(base: str, reservation_id: int, amount_micros: int) -> dict[str, Any]:
+        return {
+            "op": "commit",
+            "idempotency_key": "w:" + base,
+            "reservation_id": reservation_id,
+            "amount_micros": amount_micros,
+        }
+
     def _spend_op(self, base: str, amount_micros: int) -> dict[str, Any]:
         return {
             "op": "spend",
@@ -507,13 +516,8 @@ class Wallet:
         won_slices, self._won_slices, self._anonymous_wins = self._won_slices, [], 0
         for s in won_slices:
             self._seq += 1
-            key = f"w:{self._key_prefix}.{self._seq}"
-            op: dict[str, Any] = {
-                "op": "commit",
-                "idempotency_key": key,
-                "reservation_id": s.reservation_id,
-                "amount_micros": s.won_micros,
-            }
+            op = self._commit_op(f"{self._key_prefix}.{self._seq}", s.reservation_id, s.won_micros)
+            key = op["idempotency_key"]
             if s.won_count > 1:
                 op_wins[key] = s.won_count
             s.won_count = s.won_micros = 0
@@ -535,12 +539,7 @@ class Wallet:
                 self._seq += 1
                 base = f"{self._key_prefix}.{self._seq}"
             if reservation_id is not None:
-                op = {
-                    "op": "commit",
-                    "idempotency_key": "w:" + base,
-                    "reservation_id": reservation_id,
-                    "amount_micros": amount,
-                }
+                op = self._commit_op(base, reservation_id, amount)
                 if billing_id is None:
                     merged[reservation_id] = op
             else:
