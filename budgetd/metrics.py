@@ -34,6 +34,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from budgetd import gctune
 from budgetd.distribution import DistributionSnapshot
 from budgetd.ledger import DayFigures, Ledger
 from budgetd.replication import RaftStats
@@ -172,6 +173,7 @@ class NodeCollector(Collector):
         yield from self._raft(self._node.raft_stats())
         yield from self._proposer(self._node.proposer_stats())
         yield from self._ledger()
+        yield from self._gc(gctune.node_gc.figures())
         yield from self._cached_campaigns()
 
     # -- Raft, disk, apply ----------------------------------------------------------------------
@@ -369,6 +371,31 @@ class NodeCollector(Collector):
                 self._node_id,
                 p.batch_bytes,
             )
+        )
+        return g.families
+
+    # -- garbage collector ----------------------------------------------------------------------
+
+    def _gc(self, figures: gctune.GcFigures) -> list[Metric]:
+        g = _Gauges(self._node_id)
+        pauses = HistogramMetricFamily(
+            "budgetd_gc_pause_seconds",
+            "How long each cyclic garbage collection of the process held the interpreter lock "
+            "(the Raft thread and the event loop wait meanwhile), by generation.",
+            labels=["node", "generation"],
+        )
+        for generation, snapshot in enumerate(figures.pauses):
+            pauses.add_metric(
+                [self._node_id, str(generation)],
+                [(_bound(bound), count) for bound, count in snapshot.buckets],
+                snapshot.sum,
+            )
+        g.families.append(pauses)
+        g.gauge(
+            "budgetd_gc_frozen_objects",
+            "Objects moved out of the collector's sight (long-lived: the ledger's reservations "
+            "and campaigns); it should follow the ledger's size.",
+            figures.frozen_objects,
         )
         return g.families
 

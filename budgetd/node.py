@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import threading
@@ -29,6 +30,10 @@ from budgetd.stamps import StampClock
 __all__ = ["Node", "serve"]
 
 log = logging.getLogger("budgetd.node")
+
+#: How often the node looks at its collector's pauses, and the pause it warns of.
+GC_WATCH_S = 10.0
+GC_PAUSE_WARN_S = 0.1
 
 #: GET /v1/cluster reuses a digest this young: hashing the state costs seconds at 1,000,000
 #: reservations, and monitors poll the route (``?digest=fresh`` computes one now).
@@ -387,14 +392,34 @@ async def serve(
             loop.add_signal_handler(signum, stop.set)
     with contextlib.suppress(NotImplementedError, RuntimeError):
         loop.add_signal_handler(signal.SIGHUP, tokens.reload)
+    gc_watch = asyncio.create_task(_watch_gc(settings.node_id))
     try:
         await stop.wait()
     finally:
+        gc_watch.cancel()
         log.info("node_stopping", extra={"node_id": settings.node_id, **_indexes(node)})
         await runner.cleanup()
         await node.proposer.close()
         node.raft.close()
         audit.close()
+
+
+async def _watch_gc(node_id: str) -> None:
+    """Warn, at most every GC_WATCH_S, of the slowest collector pause over GC_PAUSE_WARN_S."""
+    while True:
+        await asyncio.sleep(GC_WATCH_S)
+        slowest = gctune.node_gc.take_slowest()
+        if slowest is None or slowest[0] < GC_PAUSE_WARN_S:
+            continue
+        pause_s, generation = slowest
+        log.warning(
+            "gc_pause: a generation-%d garbage collection held the interpreter for %.0f ms "
+            "(Raft and HTTP waited); %d objects frozen",
+            generation,
+            pause_s * 1000,
+            gc.get_freeze_count(),
+            extra={"node_id": node_id, "pause_ms": round(pause_s * 1000), "generation": generation},
+        )
 
 
 def _indexes(node: Node) -> dict[str, int]:

@@ -38,6 +38,7 @@ from pysyncobj import FAIL_REASON, SyncObjException, replicated
 from pysyncobj.monotonic import monotonic
 from pysyncobj.node import TCPNode
 
+from budgetd import gctune
 from budgetd.codec import CodecError, decode_batch, decode_snapshot
 from budgetd.distribution import Distribution, DistributionSnapshot
 from budgetd.ledger import InvariantBroken, Ledger, codes
@@ -498,6 +499,8 @@ class RaftNode:
         if self._replica is not None:
             self._replica.postpone_election()
         if self._first_tick_done:
+            if gctune.node_gc.installed:  # the old ledger's campaign tree holds cycles
+                gctune.settle()
             self._event(
                 "snapshot_installed",
                 snapshot_index=header.index,

@@ -220,3 +220,12 @@ def test_every_ledger_limit_is_a_gauge_next_to_its_table() -> None:
     held = ledger.stats()["campaigns"]
     assert samples["budgetd_ledger_campaigns"][node] / limits["campaigns_max"] == held / 10
     assert {dict(labels)["node"] for labels in samples["budgetd_ledger_limit"]} == {"n1"}
+
+
+def test_collector_pauses_and_frozen_objects_are_series_of_the_node() -> None:
+    samples = _scrape(_AppliedNode(_ledger_with_roots(1)), MetricsSettings())
+    for generation in ("0", "1", "2"):
+        labels = (("generation", generation), ("node", "n1"))
+        assert labels in samples["budgetd_gc_pause_seconds_count"]
+        assert labels in samples["budgetd_gc_pause_seconds_sum"]
+    assert samples["budgetd_gc_frozen_objects"][(("node", "n1"),)] >= 0
