@@ -266,7 +266,12 @@ def test_each_pair_gives_one_ratio_and_the_median_min_and_max_are_of_those() -> 
 
 
 def test_a_pair_without_a_figure_has_no_ratio_and_is_left_out() -> None:
-    ours = [{"p99_ms": 10.0}, {"p99_ms": None}, {"p99_ms": 30.0}, {"p99_ms": 5.0}]
+    ours: list[dict[str, Any]] = [
+        {"p99_ms": 10.0},
+        {"p99_ms": None},
+        {"p99_ms": 30.0},
+        {"p99_ms": 5.0},
+    ]
     theirs = [{"p99_ms": 100.0}, {"p99_ms": 50.0}, {"p99_ms": 0.0}, {"p99_ms": 20.0}]
     assert report.pair_ratios(ours, theirs, "p99_ms") == {
         "pairs": [0.1, None, None, 0.25],
