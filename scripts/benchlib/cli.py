@@ -2,8 +2,10 @@
 
 The parent process starts the stores (LocalCluster, benchlib.etcd), creates the campaigns
 through the load generators, and for each point tells them when the measured window opens and
-closes; meanwhile it reads the leader's /metrics and the nodes' /proc at both edges. It talks to
-budgetd only over HTTP and stops only the processes it started, by PID.
+closes; meanwhile it reads the leader's /metrics and the nodes' /proc at both edges. With
+--vs-etcd, etcd runs beside the smallest cluster while its reserve/hot points are measured, each
+budgetd run paired with an etcd run back to back (Bench.interleaved). It talks to budgetd only
+over HTTP and stops only the processes it started, by PID.
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ MONEY_READ_TIMEOUT_S: Final = 60.0
 ANSWER_GRACE_S: Final = 60.0
 #: Gap between sending a point's commands and the start of its warm-up.
 DISPATCH_S: Final = 0.3
+#: Prefix of the other store's processes among those whose CPU a paired run reads.
+_IDLE: Final = "idle:"
 #: Bounds of the options.
 CONCURRENCY_MAX: Final = 4_096
 RESERVATIONS_MAX: Final = 5_000_000
@@ -146,7 +150,10 @@ def _parser() -> argparse.ArgumentParser:
         help="open-reservation scaling: pre-fill these many (e.g. 1000,100000,1000000)",
     )
     parser.add_argument(
-        "--vs-etcd", action="store_true", help="the reserve workload against etcd too"
+        "--vs-etcd",
+        action="store_true",
+        help="the reserve workload on the hot set against a 3-member etcd too, each run paired "
+        "with budgetd's (smallest --nodes) back to back",
     )
     parser.add_argument(
         "--loadgens", type=int, default=2, help="load-generator processes, 1 or 2 (default 2)"
@@ -230,7 +237,12 @@ class Plan:
             f"{self.warmup_s:g} s warm-up + {self.duration_s:g} s measured; {a.loadgens} load "
             f"generator process(es); batch {a.batch_ops} ops; wallets offered {a.bid_rate} bids/s",
             f"      {self.points()} points x {self.repeats} = {self.points() * self.repeats} runs"
-            + (", etcd reserve/hot at each concurrency" if a.vs_etcd else "")
+            + (
+                f", etcd reserve/hot at each concurrency interleaved with budgetd's "
+                f"({min(a.nodes)} nodes)"
+                if a.vs_etcd
+                else ""
+            )
             + (
                 f", open reservations {','.join(f'{n:,}' for n in a.reservations)}"
                 if a.reservations
@@ -268,6 +280,11 @@ def _plan(argv: list[str] | None) -> Plan:
     if not 1 <= cold <= 1_000_000:
         parser.error(f"--cold-campaigns is 1..1000000, got {cold}")
     concurrency = args.concurrency or ([1, 16] if quick else [1, 16, 64, 256])
+    if args.vs_etcd and ("reserve" not in args.workloads or "hot" not in args.campaigns):
+        parser.error(
+            "--vs-etcd pairs each etcd run with a budgetd reserve run on the hot set: "
+            "--workloads needs reserve and --campaigns hot"
+        )
     if args.out.exists() and not args.out.is_dir():
         parser.error(f"--out {args.out} is not a directory")
     return Plan(args, concurrency, repeats, duration_s, warmup_s, cold)
@@ -480,6 +497,8 @@ class Bench:
         self.seed = 0
         #: Each sweep as it grows, so an aborted run still writes the points it measured.
         self.partial: dict[int, dict[str, Any]] = {}
+        #: etcd's side of the paired runs (--vs-etcd), as it grows.
+        self.etcd_out: dict[str, Any] | None = None
 
     def keep_logs(self, cluster: LocalCluster, name: str) -> None:
         """Copy the nodes' logs next to the results (the data dir is deleted at the end)."""
@@ -528,9 +547,12 @@ class Bench:
         campaigns: int,
         concurrency: int,
         tag: str,
+        idle_pids: dict[str, int] | None = None,
     ) -> dict[str, Any]:
         """One run of one point: the load generators' tallies merged, the leader's counters and
-        the processes' CPU over the window, RSS after it, and the conservation check."""
+        the processes' CPU over the window, RSS after it, and the conservation check;
+        ``idle_pids`` (the other store's processes, not under load) have their CPU over the
+        window reported apart, as ``idle_cpu_s_per_s``."""
         budgetd = target["store"] == "budgetd"
         token = target.get("token", "")
         money_before = _money(target["url"], token, campaign_set) if budgetd else None
@@ -560,6 +582,7 @@ class Bench:
             if message is not None:
                 pipe.send(message)
         all_pids = {**pids, **{f"loadgen{i}": pid for i, pid in enumerate(self.gens.pids)}}
+        all_pids |= {f"{_IDLE}{name}": pid for name, pid in (idle_pids or {}).items()}
         # Both edges read in the same order (CPU, clock, /metrics), so the deltas span the same
         # interval up to the difference between two scrapes.
         time.sleep(max(0.0, start_at - time.monotonic()))
@@ -588,7 +611,11 @@ class Bench:
             for name, before in cpu_0.items()
             if before is not None and cpu_1.get(name) is not None
         }
-        merged["cpu_s_per_s"] = cpu
+        merged["cpu_s_per_s"] = {k: v for k, v in cpu.items() if not k.startswith(_IDLE)}
+        if idle_pids:
+            merged["idle_cpu_s_per_s"] = {
+                k.removeprefix(_IDLE): v for k, v in cpu.items() if k.startswith(_IDLE)
+            }
         merged["leader_id"] = target.get("leader_id")
         merged["rss_bytes"] = {name: observe.rss_bytes(pid) for name, pid in pids.items()}
         if counters_0 is not None and counters_1 is not None:
@@ -625,8 +652,13 @@ class Bench:
                     flush=True,
                 )
             out["rss_bytes_after_setup"] = {n: observe.rss_bytes(p) for n, p in pids.items()}
+            paired = plan.args.vs_etcd and nodes == min(plan.args.nodes)
             for workload in plan.args.workloads:
                 for name in plan.sets:
+                    if paired and (workload, name) == ("reserve", "hot"):
+                        print("  etcd, 3 members, alongside: reserve/hot interleaved", flush=True)
+                        self.interleaved(cluster, pids, nodes, out["points"])
+                        continue
                     for concurrency in plan.concurrency:
                         runs = []
                         for repeat in range(plan.repeats):
@@ -739,18 +771,25 @@ class Bench:
         shutil.rmtree(folder, ignore_errors=True)
         return rows
 
-    def etcd(self) -> dict[str, Any]:
-        """The reserve workload over the hot set against a 3-member etcd, each concurrency."""
+    def interleaved(
+        self, cluster: LocalCluster, pids: dict[str, int], nodes: int, points: list[dict[str, Any]]
+    ) -> None:
+        """The reserve workload over the hot set, budgetd (``cluster``) and a 3-member etcd
+        started beside it, in pairs: for each concurrency and repeat, one run of each back to
+        back, the first alternating between repeats (report.pair_first). Each run has its own
+        warm-up; the other store's CPU over its window is read too. budgetd's points go to
+        ``points``, etcd's to ``self.etcd_out`` (with its conservation check at the end)."""
         plan = self.plan
-        out: dict[str, Any] = {"points": []}
+        etcd_out: dict[str, Any] = {"budgetd_nodes": nodes, "interleaved": True, "points": []}
+        self.etcd_out = etcd_out
         folder = Path(tempfile.mkdtemp(prefix="etcd-", dir=self.folder))
-        cluster = EtcdCluster(folder)
+        etcd = EtcdCluster(folder)
         try:
-            cluster.start()
-            _wait_etcd(cluster)
-            url = _etcd_leader(cluster)
-            target = {"store": "etcd", "url": url}
-            pids = cluster.pids
+            etcd.start()
+            _wait_etcd(etcd)
+            url = _etcd_leader(etcd)
+            etcd_target = {"store": "etcd", "url": url}
+            etcd_pids = etcd.pids
             campaigns = [f"hot:c{index}" for index in range(HOT_CAMPAIGNS)]
             self.gens.ask(
                 [
@@ -767,30 +806,49 @@ class Bench:
             granted = 0
             unknown = 0
             for concurrency in plan.concurrency:
-                runs = []
+                runs: dict[str, list[dict[str, Any]]] = {"budgetd": [], "etcd": []}
                 for repeat in range(plan.repeats):
-                    run = self.point(
-                        target=target,
-                        pids=pids,
-                        workload="etcd_reserve",
-                        campaign_set="hot",
-                        campaigns=HOT_CAMPAIGNS,
-                        concurrency=concurrency,
-                        tag=f"e{concurrency}r{repeat}{_now_tag()}",
-                    )
-                    granted += run["granted_micros"]
-                    unknown += run["unknown"]
-                    runs.append(run)
-                point = report.summarize(runs)
-                point |= {"workload": "reserve", "campaigns": "hot", "concurrency": concurrency}
-                out["points"].append(point)
-                print("  " + report.one_line(0, point, label="etcd reserve/hot"), flush=True)
+                    first = report.pair_first(repeat)
+                    for store in (first, "etcd" if first == "budgetd" else "budgetd"):
+                        if store == "budgetd":
+                            run = self.point(
+                                target=self._target(cluster),  # leadership may have moved
+                                pids=pids,
+                                idle_pids=etcd_pids,
+                                workload="reserve",
+                                campaign_set="hot",
+                                campaigns=HOT_CAMPAIGNS,
+                                concurrency=concurrency,
+                                tag=f"n{nodes}reh{concurrency}r{repeat}{_now_tag()}",
+                            )
+                        else:
+                            run = self.point(
+                                target=etcd_target,
+                                pids=etcd_pids,
+                                idle_pids=pids,
+                                workload="etcd_reserve",
+                                campaign_set="hot",
+                                campaigns=HOT_CAMPAIGNS,
+                                concurrency=concurrency,
+                                tag=f"e{concurrency}r{repeat}{_now_tag()}",
+                            )
+                            granted += run["granted_micros"]
+                            unknown += run["unknown"]
+                        runs[store].append(run | {"repeat": repeat, "first": first})
+                where = {"workload": "reserve", "campaigns": "hot", "concurrency": concurrency}
+                ours = report.summarize(runs["budgetd"]) | where
+                theirs = report.summarize(runs["etcd"]) | where
+                points.append(ours)
+                etcd_out["points"].append(theirs)
+                print("  " + report.one_line(nodes, ours), flush=True)
+                print("  " + report.one_line(0, theirs, label="etcd reserve/hot"), flush=True)
+                print("  " + report.pair_line(report.ratio_row(ours, theirs, nodes)), flush=True)
             audit = self.gens.ask(
                 [{"cmd": "etcd_audit", "url": url, "campaigns": campaigns}],
                 deadline=time.monotonic() + 120.0,
             )[0]
             taken = len(campaigns) * ETCD_BUDGET_MICROS - audit["remaining_micros"]
-            out["conservation"] = {
+            etcd_out["conservation"] = {
                 "granted_micros": granted,
                 "taken_micros": taken,
                 "reservation_records_micros": audit["records_micros"],
@@ -798,10 +856,13 @@ class Bench:
                 "unknown_outcomes": unknown,
                 "holds": (granted == taken == audit["records_micros"]) if unknown == 0 else None,
             }
+            print(
+                "  etcd conservation " + report.verdict(etcd_out["conservation"]["holds"]),
+                flush=True,
+            )
         finally:
-            cluster.stop()
+            etcd.stop()
             shutil.rmtree(folder, ignore_errors=True)
-        return out
 
 
 def _wait_etcd(cluster: EtcdCluster) -> None:
@@ -867,10 +928,6 @@ def main(argv: list[str] | None = None) -> int:
                 if plan.args.reservations:
                     print(f"budgetd, {nodes} nodes, open reservations", flush=True)
                     result["budgetd"][str(nodes)]["reservations"] = bench.reservations(nodes)
-            if plan.args.vs_etcd:
-                print("etcd, 3 members", flush=True)
-                result["etcd"] = bench.etcd()
-                result["vs_etcd"] = report.ratios(result)
         except (RuntimeError, OSError) as exc:
             # The points measured so far are still written; the run fails.
             result["aborted"] = f"{type(exc).__name__}: {exc}"
@@ -879,6 +936,9 @@ def main(argv: list[str] | None = None) -> int:
                 result["budgetd"].setdefault(str(nodes), sweep)
         finally:
             gens.close()
+        if bench.etcd_out is not None:
+            result["etcd"] = bench.etcd_out
+            result["vs_etcd"] = report.ratios(result)
     result["elapsed_s"] = time.monotonic() - began
     result["loop"] = "uvloop" if _has_uvloop() else "asyncio"
     paths = report.write(result, out_dir / f"bench-{stamp}")

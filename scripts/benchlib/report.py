@@ -1,5 +1,6 @@
 """The figures of scripts/bench: one run merged from the load generators' tallies, medians over
-repeats, the conservation checks, budgetd/etcd ratios, and the files (JSON, markdown, plot).
+repeats, the conservation checks, budgetd/etcd ratios (of each adjacent pair of runs, and of the
+medians), and the files (JSON, markdown, plot).
 """
 
 from __future__ import annotations
@@ -16,13 +17,21 @@ __all__ = [
     "markdown",
     "merge",
     "one_line",
+    "pair_first",
+    "pair_line",
+    "pair_ratios",
+    "ratio_row",
     "ratios",
     "summarize",
+    "verdict",
     "write",
 ]
 
 MIB = 1024 * 1024
 _LATENCY_KEYS = ("p50_ms", "p95_ms", "p99_ms", "max_ms")
+#: The figures compared between budgetd and etcd (throughput: above 1 favours budgetd; latency:
+#: below 1 does).
+_RATIO_KEYS = ("ops_per_s", "p50_ms", "p99_ms")
 
 
 def _percentile(ordered: list[float], share: float) -> float | None:
@@ -140,6 +149,13 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         for name in runs[0]["cpu_s_per_s"]
     }
     point["rss_bytes"] = runs[-1]["rss_bytes"]
+    idle = [run["idle_cpu_s_per_s"] for run in runs if "idle_cpu_s_per_s" in run]
+    if idle:
+        # The other store's processes over this point's windows (paired runs only).
+        point["idle_cpu_s_per_s"] = {name: _median([i.get(name) for i in idle]) for name in idle[0]}
+        totals = [sum(value for value in i.values() if value is not None) for i in idle]
+        point["idle_cpu_s_per_s_total"] = _median(totals)
+        point["idle_cpu_s_per_s_total_max"] = max(totals)
     wallets = [run["wallet"] for run in runs if "wallet" in run]
     if wallets:
         point["wallet"] = {
@@ -191,36 +207,105 @@ def one_line(nodes: int, point: dict[str, Any], *, label: str = "") -> str:
     if "wallet" in point:
         text += f", {_fmt(point['wallet']['round_trips_per_1000_bids'], 2)} round trips/1000 bids"
     if "conservation_holds" in point:
-        text += f", conservation {_verdict(point['conservation_holds'])}"
+        text += f", conservation {verdict(point['conservation_holds'])}"
     return text
 
 
-def _verdict(holds: bool | None) -> str:
+def verdict(holds: bool | None) -> str:
     return {True: "holds", False: "BROKEN", None: "n/a (unknown outcome or unread)"}[holds]
 
 
+def pair_first(repeat: int) -> str:
+    """Which store runs first in the pair of runs of ``repeat`` (0-based): budgetd, then etcd
+    first, alternately, so neither always runs on the machine the other just left."""
+    return "budgetd" if repeat % 2 == 0 else "etcd"
+
+
+def pair_ratios(
+    ours: list[dict[str, Any]], theirs: list[dict[str, Any]], key: str
+) -> dict[str, Any]:
+    """budgetd's ``key`` over etcd's for each pair (run i of each, measured back to back), and
+    the median, min and max of those ratios. A pair missing a figure (no sample, or etcd's 0)
+    has no ratio and is left out of the median; ``pairs`` lists every pair in order."""
+    if len(ours) != len(theirs):
+        raise ValueError(f"{len(ours)} budgetd runs against {len(theirs)} etcd runs: not pairs")
+    pairs: list[float | None] = []
+    for a, b in zip(ours, theirs, strict=True):
+        pairs.append(a[key] / b[key] if a.get(key) is not None and b.get(key) else None)
+    present = [value for value in pairs if value is not None]
+    return {
+        "pairs": pairs,
+        "median": statistics.median(present) if present else None,
+        "min": min(present) if present else None,
+        "max": max(present) if present else None,
+    }
+
+
+def ratio_row(ours: dict[str, Any], theirs: dict[str, Any], nodes: int) -> dict[str, Any]:
+    """budgetd's point against etcd's at one concurrency: for each figure, the median of the
+    paired ratios (``<key>_paired_ratio_median``, with ``_min``, ``_max`` and every pair in
+    ``_paired_ratios``), each store's median of its repeats (``<key>_budgetd``, ``<key>_etcd``)
+    and their quotient (``<key>_ratio_of_medians``); and the idle store's CPU s/s (summed over
+    its processes, median over the windows of the other, and max)."""
+    ours_runs, theirs_runs = ours.get("runs", []), theirs.get("runs", [])
+    row: dict[str, Any] = {
+        "concurrency": theirs["concurrency"],
+        "budgetd_nodes": nodes,
+        "pairs": min(len(ours_runs), len(theirs_runs)),
+        "first": [run.get("first") for run in ours_runs],
+    }
+    paired = len(ours_runs) == len(theirs_runs) > 0
+    for key in _RATIO_KEYS:
+        a, b = ours[key], theirs[key]
+        by_pair = pair_ratios(ours_runs, theirs_runs, key) if paired else None
+        row[f"{key}_paired_ratio_median"] = by_pair["median"] if by_pair else None
+        row[f"{key}_paired_ratio_min"] = by_pair["min"] if by_pair else None
+        row[f"{key}_paired_ratio_max"] = by_pair["max"] if by_pair else None
+        row[f"{key}_paired_ratios"] = by_pair["pairs"] if by_pair else []
+        row[f"{key}_budgetd"] = a
+        row[f"{key}_etcd"] = b
+        row[f"{key}_ratio_of_medians"] = a / b if a is not None and b else None
+    row["idle_etcd_cpu_s_per_s_in_budgetd_windows"] = ours.get("idle_cpu_s_per_s_total")
+    row["idle_etcd_cpu_s_per_s_in_budgetd_windows_max"] = ours.get("idle_cpu_s_per_s_total_max")
+    row["idle_budgetd_cpu_s_per_s_in_etcd_windows"] = theirs.get("idle_cpu_s_per_s_total")
+    row["idle_budgetd_cpu_s_per_s_in_etcd_windows_max"] = theirs.get("idle_cpu_s_per_s_total_max")
+    return row
+
+
+def _spread(row: dict[str, Any], key: str, digits: int = 2) -> str:
+    """``median (min-max)`` of the paired ratios of ``key``."""
+    return (
+        f"{_fmt(row[f'{key}_paired_ratio_median'], digits)} "
+        f"({_fmt(row[f'{key}_paired_ratio_min'], digits)}-"
+        f"{_fmt(row[f'{key}_paired_ratio_max'], digits)})"
+    )
+
+
+def pair_line(row: dict[str, Any]) -> str:
+    return (
+        f"budgetd/etcd c={row['concurrency']}, {row['pairs']} pairs: ops/s "
+        f"{_spread(row, 'ops_per_s')}, p99 {_spread(row, 'p99_ms')} (median of pairs, min-max); "
+        f"idle CPU s/s: etcd {_fmt(row['idle_etcd_cpu_s_per_s_in_budgetd_windows'], 3)}, "
+        f"budgetd {_fmt(row['idle_budgetd_cpu_s_per_s_in_etcd_windows'], 3)}"
+    )
+
+
 def ratios(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """budgetd / etcd for the reserve workload on the hot set, per concurrency (the smallest
-    budgetd cluster measured)."""
-    nodes = min(result["budgetd"], key=int)
+    """budgetd / etcd for the reserve workload on the hot set, per concurrency, from the runs
+    paired with etcd's (the smallest budgetd cluster measured)."""
+    nodes = str(result["etcd"].get("budgetd_nodes", min(result["budgetd"], key=int)))
+    if nodes not in result["budgetd"]:
+        return []
     ours = {
         p["concurrency"]: p
         for p in result["budgetd"][nodes]["points"]
         if p["workload"] == "reserve" and p["campaigns"] == "hot"
     }
-    rows = []
-    for theirs in result["etcd"]["points"]:
-        point = ours.get(theirs["concurrency"])
-        if point is None:
-            continue
-        row: dict[str, Any] = {"concurrency": theirs["concurrency"], "budgetd_nodes": int(nodes)}
-        for key in ("ops_per_s", "p50_ms", "p99_ms"):
-            a, b = point[key], theirs[key]
-            row[f"{key}_budgetd"] = a
-            row[f"{key}_etcd"] = b
-            row[f"{key}_ratio"] = a / b if a is not None and b else None
-        rows.append(row)
-    return rows
+    return [
+        ratio_row(ours[theirs["concurrency"]], theirs, int(nodes))
+        for theirs in result["etcd"]["points"]
+        if theirs["concurrency"] in ours
+    ]
 
 
 def _row(*cells: Any) -> str:
@@ -268,7 +353,7 @@ def _sweep_lines(nodes: str, sweep: dict[str, Any], o: dict[str, Any]) -> list[s
                 _fmt(p["max_ms"], 1), sum(p["refused"].values()), sum(p["errors"].values()),
                 _fmt(leader.get("proposer_ops_per_entry_mean"), 1),
                 _fmt(leader.get("raft_entries_per_s"), 0), _node_cpu(p), _node_rss(p),
-                _verdict(p.get("conservation_holds")),
+                verdict(p.get("conservation_holds")),
             )
         )  # fmt: skip
     wallet_points = [p for p in sweep["points"] if "wallet" in p]
@@ -359,9 +444,60 @@ def _nodes_lines(result: dict[str, Any]) -> list[str]:
 
 def _etcd_lines(result: dict[str, Any]) -> list[str]:
     etcd = result["etcd"]
-    c = etcd["conservation"]
+    nodes = etcd.get("budgetd_nodes", "?")
+    rows = result.get("vs_etcd", [])
     lines = [
-        "## etcd, 3 members (reserve = linearizable read + CAS transaction, hot set)",
+        f"## budgetd ({nodes} nodes) against etcd (3 members), reserve on the hot set",
+        "",
+        "Interleaved: at each concurrency, each repeat runs budgetd and etcd back to back (both "
+        "clusters up, each run with its own warm-up), budgetd first in even repeats and etcd "
+        "first in odd ones. A paired ratio is budgetd's figure over etcd's in one such pair; "
+        "the table gives their median and min-max. Throughput above 1 and latency below 1 "
+        "favour budgetd.",
+        "",
+        "Paired ratios, budgetd / etcd (median of the pairs, min-max):",
+        "",
+        *_table(["conc.", "pairs", "ops/s ratio", "p50 ratio", "p99 ratio"], "rrlll"),
+    ]
+    for r in rows:
+        lines.append(
+            _row(
+                r["concurrency"], r["pairs"], _spread(r, "ops_per_s"), _spread(r, "p50_ms"),
+                _spread(r, "p99_ms"),
+            )
+        )  # fmt: skip
+    lines += [
+        "",
+        "Each store's median of its repeats, the ratio of those medians, and the CPU s/s of the "
+        "idle store's processes (summed; median over the other's windows, max in brackets):",
+        "",
+        *_table(
+            [
+                "conc.", "budgetd ops/s", "etcd ops/s", "ratio of medians", "budgetd p50 ms",
+                "etcd p50 ms", "ratio of medians", "budgetd p99 ms", "etcd p99 ms",
+                "ratio of medians", "idle etcd CPU s/s (budgetd runs)",
+                "idle budgetd CPU s/s (etcd runs)",
+            ],
+            "rrrrrrrrrrrr",
+        ),
+    ]  # fmt: skip
+    for r in rows:
+        cells: list[Any] = [r["concurrency"]]
+        for key, digits in (("ops_per_s", 0), ("p50_ms", 2), ("p99_ms", 2)):
+            cells += [
+                _fmt(r[f"{key}_budgetd"], digits),
+                _fmt(r[f"{key}_etcd"], digits),
+                _fmt(r[f"{key}_ratio_of_medians"], 2),
+            ]
+        for key in (
+            "idle_etcd_cpu_s_per_s_in_budgetd_windows",
+            "idle_budgetd_cpu_s_per_s_in_etcd_windows",
+        ):
+            cells.append(f"{_fmt(r[key], 3)} ({_fmt(r[key + '_max'], 3)})")
+        lines.append(_row(*cells))
+    lines += [
+        "",
+        "etcd's points (reserve = linearizable read + CAS transaction):",
         "",
         *_table(
             [
@@ -380,33 +516,18 @@ def _etcd_lines(result: dict[str, Any]) -> list[str]:
                 sum(p["errors"].values()), _node_cpu(p), _node_rss(p),
             )
         )  # fmt: skip
+    c = etcd.get("conservation")
     lines += [
         "",
-        f"etcd conservation: granted {c['granted_micros']:,} micros, taken "
-        f"{c['taken_micros']:,}, reservation records {c['reservation_records_micros']:,} "
-        f"({c['reservation_records']:,} records): {_verdict(c['holds'])}.",
-        "",
-        "budgetd / etcd, reserve on the hot set (throughput: above 1 is budgetd faster; "
-        "latency: below 1 is budgetd faster):",
-        "",
-        *_table(
-            [
-                "conc.", "budgetd ops/s", "etcd ops/s", "ratio", "budgetd p50 ms", "etcd p50 ms",
-                "ratio", "budgetd p99 ms", "etcd p99 ms", "ratio",
-            ],
-            "rrrrrrrrrr",
+        (
+            f"etcd conservation: granted {c['granted_micros']:,} micros, taken "
+            f"{c['taken_micros']:,}, reservation records {c['reservation_records_micros']:,} "
+            f"({c['reservation_records']:,} records): {verdict(c['holds'])}."
+            if c
+            else "etcd conservation: not checked (the run stopped first)."
         ),
-    ]  # fmt: skip
-    for r in result.get("vs_etcd", []):
-        cells: list[Any] = [r["concurrency"]]
-        for key, digits in (("ops_per_s", 0), ("p50_ms", 2), ("p99_ms", 2)):
-            cells += [
-                _fmt(r[f"{key}_budgetd"], digits),
-                _fmt(r[f"{key}_etcd"], digits),
-                _fmt(r[f"{key}_ratio"], 2),
-            ]
-        lines.append(_row(*cells))
-    lines.append("")
+        "",
+    ]
     return lines
 
 
