@@ -9,6 +9,7 @@ import gc
 from collections.abc import Iterator
 
 import pytest
+
 from budgetd import gctune
 
 
