@@ -15,6 +15,11 @@ Three measurements, each repeated and reported as a median (the machine is share
    (keys pruned by a short retention).
 
 Prints a table and writes JSON to bench-results/ledger-<time>.json.
+
+``--gc-pauses N`` instead grows a ledger to N open reservations (1,000-reserve batches, as a
+leader applies /v1/batch) under each collector policy in turn, in fresh processes, and reports
+the longest collector pause and the time collecting: CPython's defaults, the thresholds nodes
+used before (100,000, 50, 1,000) without freezing, and a node's policy (`budgetd.gctune`).
 """
 
 from __future__ import annotations
@@ -419,6 +424,70 @@ def print_scale(rows: list[dict[str, Any]]) -> None:
         print("  ".join(f"{fmt.format(row[key]):>11}" for key, _, fmt in columns))
 
 
+#: Collector policies of --gc-pauses: name -> (thresholds, freeze the survivors of middle and old
+#: collections as a node does).
+GC_POLICIES: dict[str, tuple[tuple[int, int, int], bool]] = {
+    "python defaults": (gc.get_threshold(), False),
+    "100k/50/1k, no freezing": ((100_000, 50, 1_000), False),
+    "node (budgetd.gctune)": (gctune.NODE_THRESHOLDS, True),
+}
+
+
+def _gc_child(policy: str, reservations: int) -> dict[str, Any]:
+    """Runs in a fresh interpreter: grow a ledger of 100 campaigns to ``reservations`` open
+    reservations under ``policy``; every collection timed."""
+    ledger = Ledger()
+    leaves = build_tree(ledger, 100, at_ms=START_MS)
+    thresholds, freezes = GC_POLICIES[policy]
+    if freezes:
+        gctune.tune_for_node()
+    else:
+        gc.collect()
+        gc.set_threshold(*thresholds)
+    pauses: list[list[float]] = [[], [], []]
+    started = [0.0]
+
+    def watch(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            pauses[info["generation"]].append(time.perf_counter() - started[0])
+
+    gc.callbacks.insert(0, watch)  # before gctune's own callback, which may freeze
+    began = time.perf_counter()
+    fill_reservations(ledger, leaves, reservations, step_ms=1)
+    elapsed = time.perf_counter() - began
+    gc.callbacks.remove(watch)
+    every = [pause for generation in pauses for pause in generation]
+    return {
+        "policy": policy,
+        "reservations": reservations,
+        "reserves_per_s": reservations / elapsed,
+        "collections": [len(generation) for generation in pauses],
+        "max_pause_ms": max(every, default=0.0) * 1000,
+        "max_pause_ms_by_generation": [max(g, default=0.0) * 1000 for g in pauses],
+        "collecting_share": sum(every) / elapsed,
+    }
+
+
+def bench_gc_pauses(reservations: int, repeats: int) -> list[dict[str, Any]]:
+    """Each policy in a fresh process, policies alternating within each repeat; medians."""
+    runs: dict[str, list[dict[str, Any]]] = {policy: [] for policy in GC_POLICIES}
+    with multiprocessing.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
+        for _ in range(repeats):
+            for policy in GC_POLICIES:
+                runs[policy].append(pool.apply(_gc_child, (policy, reservations)))
+    rows = []
+    for policy, results in runs.items():
+        row: dict[str, Any] = {"policy": policy, "reservations": reservations, "repeats": repeats}
+        for key in ("reserves_per_s", "max_pause_ms", "collecting_share"):
+            row[key] = statistics.median(result[key] for result in results)
+        row["max_pause_ms_worst"] = max(result["max_pause_ms"] for result in results)
+        row["collections"] = results[0]["collections"]
+        rows.append(row)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -436,7 +505,37 @@ def main() -> None:
     parser.add_argument(
         "--campaign-series", action="store_true", help="only the campaigns part of --scale"
     )
+    parser.add_argument(
+        "--gc-pauses",
+        type=int,
+        metavar="N",
+        help="only the collector pauses while a ledger grows to N open reservations, per policy",
+    )
     args = parser.parse_args()
+    if args.gc_pauses is not None:
+        if not 1_000 <= args.gc_pauses <= 20_000_000:
+            parser.error("--gc-pauses is 1,000..20,000,000 reservations")
+        repeats = 1 if args.quick else args.repeats
+        rows = bench_gc_pauses(args.gc_pauses, repeats)
+        print(
+            f"collector pauses growing a ledger to {args.gc_pauses:,} open reservations, "
+            f"median of {repeats}:"
+        )
+        print(
+            f"{'policy':>26}  {'reserves/s':>11}  {'max pause ms':>12}  {'worst ms':>9}  "
+            f"{'collecting':>10}  {'collections by generation':>25}"
+        )
+        for row in rows:
+            print(
+                f"{row['policy']:>26}  {row['reserves_per_s']:>11,.0f}  "
+                f"{row['max_pause_ms']:>12,.1f}  {row['max_pause_ms_worst']:>9,.1f}  "
+                f"{row['collecting_share']:>10.1%}  {row['collections']!s:>25}"
+            )
+        args.out.mkdir(exist_ok=True)
+        path = args.out / f"ledger-gc-{time.strftime('%Y%m%dT%H%M%S')}.json"
+        path.write_text(json.dumps({"python": sys.version.split()[0], "gc": rows}, indent=2))
+        print(f"wrote {path}")
+        return
     if args.scale or args.campaign_series:
         rows = []
         if args.scale:

@@ -65,14 +65,27 @@ class LeaderCounters:
     batch_ops_count: float
     batch_ops_buckets: tuple[tuple[float, float], ...]
     journal_syncs: float
+    raft_term: float = 0.0
+    dumps_written: float = 0.0
+    #: Seconds the leader's collector held the interpreter, and its pause histogram (all
+    #: generations summed).
+    gc_pause_s: float = 0.0
+    gc_pause_buckets: tuple[tuple[float, float], ...] = ()
 
     @classmethod
     def of(cls, samples: dict[str, float]) -> LeaderCounters:
         buckets = []
+        gc_buckets: dict[float, float] = {}
+        gc_pause_s = 0.0
         for key, value in samples.items():
             if key.startswith("budgetd_proposer_batch_ops_bucket{"):
                 bound = key.split("le=", 1)[1].rstrip("}")
                 buckets.append((float(bound), value))
+            elif key.startswith("budgetd_gc_pause_seconds_bucket{"):
+                bound = float(key.split("le=", 1)[1].split(",")[0].rstrip("}"))
+                gc_buckets[bound] = gc_buckets.get(bound, 0.0) + value
+            elif key.startswith("budgetd_gc_pause_seconds_sum{"):
+                gc_pause_s += value
         return cls(
             raft_commit_index=samples.get("budgetd_raft_commit_index", 0.0),
             entries_ok=samples.get("budgetd_proposer_entries_total{outcome=ok}", 0.0),
@@ -80,6 +93,10 @@ class LeaderCounters:
             batch_ops_count=samples.get("budgetd_proposer_batch_ops_count", 0.0),
             batch_ops_buckets=tuple(sorted(buckets)),
             journal_syncs=samples.get("budgetd_journal_sync_seconds_count", 0.0),
+            raft_term=samples.get("budgetd_raft_term", 0.0),
+            dumps_written=samples.get("budgetd_snapshots_written_total", 0.0),
+            gc_pause_s=gc_pause_s,
+            gc_pause_buckets=tuple(sorted(gc_buckets.items())),
         )
 
     def delta(self, later: LeaderCounters, seconds: float) -> dict[str, Any]:
@@ -97,7 +114,24 @@ class LeaderCounters:
             "proposer_ops_per_entry_p50_le": _bucket_quantile(cumulative, 0.5),
             "proposer_ops_per_entry_p99_le": _bucket_quantile(cumulative, 0.99),
             "journal_syncs_per_s": (later.journal_syncs - self.journal_syncs) / seconds,
+            "term_changes": later.raft_term - self.raft_term,
+            "dumps_written": later.dumps_written - self.dumps_written,
+            "gc_pause_s_per_s": (later.gc_pause_s - self.gc_pause_s) / seconds,
+            "gc_pause_max_le": _largest_bucket(self.gc_pause_buckets, later.gc_pause_buckets),
         }
+
+
+def _largest_bucket(
+    before: tuple[tuple[float, float], ...], after: tuple[tuple[float, float], ...]
+) -> float | None:
+    """The upper bound of the lowest bucket holding every observation between two scrapes of a
+    cumulative histogram: an upper bound on the largest one (None: none)."""
+    earlier = dict(before)
+    deltas = [(bound, count - earlier.get(bound, 0.0)) for bound, count in after]
+    if not deltas or deltas[-1][1] <= 0:
+        return None
+    total = deltas[-1][1]
+    return next(bound for bound, count in deltas if count >= total)
 
 
 def _bucket_quantile(cumulative: list[tuple[float, float]], share: float) -> float | None:

@@ -25,6 +25,7 @@ RUN_TIMEOUT_S = 240
 
 sys.path.insert(0, str(ROOT / "scripts"))
 from benchlib import report  # noqa: E402
+from benchlib.observe import LeaderCounters, parse_metrics  # noqa: E402
 
 _Test = TypeVar("_Test", bound=Callable[..., Any])
 
@@ -392,3 +393,45 @@ def _read(path: str) -> str:
             return file.read()
     except OSError:
         return ""
+
+
+def _leader_scrape(*, term: int, dumps: int, pauses: dict[str, list[int]], pause_s: float) -> str:
+    """A leader's /metrics text with the series LeaderCounters reads; ``pauses``: cumulative
+    bucket counts per generation over bounds 0.01, 0.1, +Inf."""
+    lines = [
+        f'budgetd_raft_term{{node="n1"}} {term}',
+        f'budgetd_snapshots_written_total{{node="n1"}} {dumps}',
+        "# TYPE budgetd_gc_pause_seconds histogram",
+    ]
+    for generation, counts in pauses.items():
+        for bound, count in zip(("0.01", "0.1", "+Inf"), counts, strict=True):
+            lines.append(
+                f'budgetd_gc_pause_seconds_bucket{{generation="{generation}",le="{bound}",'
+                f'node="n1"}} {count}'
+            )
+        lines.append(
+            f'budgetd_gc_pause_seconds_count{{generation="{generation}",node="n1"}} {counts[-1]}'
+        )
+        lines.append(
+            f'budgetd_gc_pause_seconds_sum{{generation="{generation}",node="n1"}} {pause_s}'
+        )
+    return "\n".join(lines) + "\n"
+
+
+def test_a_window_reports_elections_dumps_and_collector_pauses_of_the_leader() -> None:
+    before = LeaderCounters.of(
+        parse_metrics(
+            _leader_scrape(term=2, dumps=1, pauses={"0": [5, 5, 5], "1": [1, 1, 1]}, pause_s=0.5)
+        )
+    )
+    after = LeaderCounters.of(
+        parse_metrics(
+            _leader_scrape(term=3, dumps=2, pauses={"0": [9, 10, 10], "1": [1, 1, 1]}, pause_s=1.0)
+        )
+    )
+    delta = before.delta(after, 2.0)
+    assert delta["term_changes"] == 1
+    assert delta["dumps_written"] == 1
+    assert delta["gc_pause_s_per_s"] == pytest.approx(0.5)  # (1.0 - 0.5) x 2 generations / 2 s
+    assert delta["gc_pause_max_le"] == 0.1  # 5 new pauses: 4 under 10 ms, 1 under 100 ms
+    assert before.delta(before, 2.0)["gc_pause_max_le"] is None

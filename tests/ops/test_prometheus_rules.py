@@ -32,6 +32,7 @@ ALERTS = (
     "BudgetdDiskFilling",
     "BudgetdSnapshotStale",
     "BudgetdClockSkew",
+    "BudgetdGcPauseLong",
     "BudgetdOverspend",
     "BudgetdLedgerLimitNear",
     "BudgetdReserveErrorBudgetBurn",
