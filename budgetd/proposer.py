@@ -260,7 +260,7 @@ class Proposer:
                 ops.extend(request.ops)
             if not requests:
                 continue
-            entry_bytes = encode_batch(self._clock.now_ms(), ops)
+            entry_bytes = encode_batch(self._clock.now_ms(), ops, keep=True)
             while len(entry_bytes) > settings.batch_bytes_max and len(requests) > 1:
                 # Too large: give back the second half of the requests for the next entry.
                 keep = len(requests) // 2
@@ -269,7 +269,7 @@ class Proposer:
                     self._queued_ops += len(request.ops)
                 requests = requests[:keep]
                 ops = [op for request in requests for op in request.ops]
-                entry_bytes = encode_batch(self._clock.now_ms(), ops)
+                entry_bytes = encode_batch(self._clock.now_ms(), ops, keep=True)
             entry = _Entry(requests, self._clock.monotonic_s() + settings.request_timeout_ms / 1000)
             self._inflight.append(entry)
             self._inflight_ops += len(ops)

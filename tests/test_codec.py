@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 
 import msgpack
 import pytest
@@ -109,3 +110,94 @@ def test_random_bytes_never_raise_anything_but_codec_error(data: bytes) -> None:
     for decode in (decode_batch, decode_snapshot):
         with contextlib.suppress(CodecError):
             decode(data)
+
+
+def _typed(value: object) -> object:
+    """``value`` with the type of every part spelled out (``True == 1`` and ``(1,) != [1]``
+    compare, this does not forgive either)."""
+    if isinstance(value, dict):
+        return ("dict", [(_typed(k), _typed(v)) for k, v in value.items()])
+    if isinstance(value, list | tuple):
+        return (type(value).__name__, [_typed(item) for item in value])
+    return (type(value).__name__, value)
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=8)
+    | st.binary(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner),
+    max_leaves=12,
+)
+
+
+@given(st.lists(st.dictionaries(st.text(max_size=6), json_values, max_size=5), max_size=5))
+def test_kept_ops_are_what_decoding_the_bytes_gives(ops: list[dict[str, object]]) -> None:
+    data = encode_batch(T0, ops, keep=True)
+    decoded = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True)[3]
+    assert data == encode_batch(T0, ops)  # keeping changes no byte
+    timestamp_ms, kept = decode_batch(data)
+    assert timestamp_ms == T0 and _typed(kept) == _typed(decoded)
+
+
+def test_the_proposer_gets_its_own_ops_back_once_and_then_decodes() -> None:
+    ops = [dict(op) for op in OPS]
+    data = encode_batch(T0, ops, keep=True)
+    assert decode_batch(data)[1] is ops  # no decoding on the proposing node
+    again = decode_batch(data)  # a replay (restart, catch-up) decodes
+    assert again == (T0, ops) and again[1] is not ops
+
+
+def test_ops_with_tuples_are_not_kept_since_decoding_gives_lists() -> None:
+    ops = [{"op": "put_campaign", "campaign_id": "a", "pacing": {"hourly_weights": (1,) * 24}}]
+    data = encode_batch(T0, ops, keep=True)
+    _, decoded = decode_batch(data)
+    assert decoded is not ops
+    assert decoded[0]["pacing"]["hourly_weights"] == [1] * 24
+
+
+def test_only_the_last_kept_batches_are_remembered() -> None:
+    first = [{"op": "pulse", "n": 0}]
+    first_data = encode_batch(T0, first, keep=True)
+    for n in range(1, 40):
+        encode_batch(T0, [{"op": "pulse", "n": n}], keep=True)
+    assert decode_batch(first_data)[1] is not first  # forgotten, decoded
+
+
+def test_a_kept_batch_over_the_size_limit_is_refused_as_on_every_node(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import budgetd.codec
+
+    data = encode_batch(T0, OPS, keep=True)
+    monkeypatch.setattr(budgetd.codec, "BATCH_BYTES_MAX", len(data) - 1)
+    with pytest.raises(CodecError, match="exceeds"):
+        decode_batch(data)
+
+
+def test_the_ledger_never_changes_the_ops_it_applies() -> None:
+    # The proposing node applies the very ops it encoded (kept batches): they must come out of
+    # the ledger as they went in, as the followers' decoded copies do.
+    ops = [
+        *OPS,
+        {"op": "commit", "idempotency_key": "c1", "reservation_id": 1, "amount_micros": 7},
+        {
+            "op": "spend",
+            "idempotency_key": "s1",
+            "campaign_id": "acme",
+            "amount_micros": 5,
+            "bidder_id": "b1",
+        },
+        {"op": "release", "idempotency_key": "r1", "reservation_id": 1},
+        {"op": "set_limits", "campaigns_max": 1_000},
+        {"op": "pulse"},
+        {"op": "commit", "idempotency_key": "c2", "reservation_id": 99, "amount_micros": 1},
+        {"op": "nonsense", "campaign_id": ["not", "an", "id"]},
+    ]
+    before = copy.deepcopy(ops)
+    results = Ledger().apply_batch(T0, ops)
+    assert ops == before and _typed(ops) == _typed(before)
+    assert [r["code"] for r in results][:6] == ["ok"] * 6

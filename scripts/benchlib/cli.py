@@ -810,28 +810,20 @@ class Bench:
                 for repeat in range(plan.repeats):
                     first = report.pair_first(repeat)
                     for store in (first, "etcd" if first == "budgetd" else "budgetd"):
-                        if store == "budgetd":
-                            run = self.point(
-                                target=self._target(cluster),  # leadership may have moved
-                                pids=pids,
-                                idle_pids=etcd_pids,
-                                workload="reserve",
-                                campaign_set="hot",
-                                campaigns=HOT_CAMPAIGNS,
-                                concurrency=concurrency,
-                                tag=f"n{nodes}reh{concurrency}r{repeat}{_now_tag()}",
-                            )
-                        else:
-                            run = self.point(
-                                target=etcd_target,
-                                pids=etcd_pids,
-                                idle_pids=pids,
-                                workload="etcd_reserve",
-                                campaign_set="hot",
-                                campaigns=HOT_CAMPAIGNS,
-                                concurrency=concurrency,
-                                tag=f"e{concurrency}r{repeat}{_now_tag()}",
-                            )
+                        ours_now = store == "budgetd"
+                        run = self.point(
+                            # leadership may have moved
+                            target=self._target(cluster) if ours_now else etcd_target,
+                            pids=pids if ours_now else etcd_pids,
+                            idle_pids=etcd_pids if ours_now else pids,
+                            workload="reserve" if ours_now else "etcd_reserve",
+                            campaign_set="hot",
+                            campaigns=HOT_CAMPAIGNS,
+                            concurrency=concurrency,
+                            tag=(f"n{nodes}reh" if ours_now else "e")
+                            + f"{concurrency}r{repeat}{_now_tag()}",
+                        )
+                        if not ours_now:
                             granted += run["granted_micros"]
                             unknown += run["unknown"]
                         runs[store].append(run | {"repeat": repeat, "first": first})
