@@ -20,8 +20,8 @@ A node therefore:
 - pauses the collector while it encodes or decodes a snapshot, and after installing one (which
   drops the old ledger, whose campaign tree holds cycles) collects everything once and freezes.
 
-`NodeGc.figures` gives the pauses per generation, the frozen count and the slowest recent pause,
-for metrics and the node's warning.
+`node_gc.figures()` gives the pauses per generation and the frozen count (metrics);
+`node_gc.take_slowest()` the slowest pause since it was last asked (the node's warning).
 """
 
 from __future__ import annotations
