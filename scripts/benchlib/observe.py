@@ -103,10 +103,8 @@ class LeaderCounters:
         """Rates and proposer batch sizes between this scrape and ``later``."""
         entries = later.batch_ops_count - self.batch_ops_count
         ops = later.batch_ops_sum - self.batch_ops_sum
-        counts = {bound: count for bound, count in self.batch_ops_buckets}
-        cumulative = [
-            (bound, count - counts.get(bound, 0.0)) for bound, count in later.batch_ops_buckets
-        ]
+        cumulative = _bucket_deltas(self.batch_ops_buckets, later.batch_ops_buckets)
+        gc_pauses = _bucket_deltas(self.gc_pause_buckets, later.gc_pause_buckets)
         return {
             "raft_entries_per_s": (later.raft_commit_index - self.raft_commit_index) / seconds,
             "proposer_entries_per_s": entries / seconds,
@@ -117,21 +115,16 @@ class LeaderCounters:
             "term_changes": later.raft_term - self.raft_term,
             "dumps_written": later.dumps_written - self.dumps_written,
             "gc_pause_s_per_s": (later.gc_pause_s - self.gc_pause_s) / seconds,
-            "gc_pause_max_le": _largest_bucket(self.gc_pause_buckets, later.gc_pause_buckets),
+            "gc_pause_max_le": _bucket_quantile(gc_pauses, 1.0),  # bounds the longest pause
         }
 
 
-def _largest_bucket(
+def _bucket_deltas(
     before: tuple[tuple[float, float], ...], after: tuple[tuple[float, float], ...]
-) -> float | None:
-    """The upper bound of the lowest bucket holding every observation between two scrapes of a
-    cumulative histogram: an upper bound on the largest one (None: none)."""
+) -> list[tuple[float, float]]:
+    """The cumulative bucket counts of a histogram between two scrapes."""
     earlier = dict(before)
-    deltas = [(bound, count - earlier.get(bound, 0.0)) for bound, count in after]
-    if not deltas or deltas[-1][1] <= 0:
-        return None
-    total = deltas[-1][1]
-    return next(bound for bound, count in deltas if count >= total)
+    return [(bound, count - earlier.get(bound, 0.0)) for bound, count in after]
 
 
 def _bucket_quantile(cumulative: list[tuple[float, float]], share: float) -> float | None:
