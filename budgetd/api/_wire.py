@@ -17,7 +17,16 @@ from aiohttp import web
 from budgetd.api._problems import ApiError, invalid
 from budgetd.api._schema import quoted
 
-__all__ = ["JSON", "MSGPACK", "PROBLEM_JSON", "decode", "encode", "encode_error", "wants_msgpack"]
+__all__ = [
+    "JSON",
+    "MSGPACK",
+    "PROBLEM_JSON",
+    "decode",
+    "encode",
+    "encode_error",
+    "is_msgpack",
+    "wants_msgpack",
+]
 
 JSON: Final = "application/json"
 PROBLEM_JSON: Final = "application/problem+json"
@@ -58,6 +67,11 @@ def decode(content_type: str, data: bytes) -> Any:
         except (ValueError, TypeError, msgpack.UnpackException, msgpack.ExtraData) as error:
             raise invalid(f"the body is not valid msgpack: {error}") from None
     raise invalid(f"Content-Type {content_type!r} is not supported: send {JSON} or {MSGPACK}")
+
+
+def is_msgpack(content_type: str) -> bool:
+    """Whether a body of ``content_type`` is decoded as msgpack."""
+    return content_type in _MSGPACK_TYPES
 
 
 #: ``wants_msgpack``'s answers for the Accept headers seen most recently (clients send few

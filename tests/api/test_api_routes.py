@@ -8,6 +8,9 @@ import json
 import msgpack
 import pytest
 
+from budgetd.api import _bodies as bodies
+from budgetd.api._fastbody import FastBody
+
 pytestmark = pytest.mark.usefixtures("seeded")
 
 
@@ -253,6 +256,8 @@ async def test_batch_is_one_log_entry_with_results_in_order(
         },
         {"op": "release", "idempotency_key": "b6", "reservation_id": 999},
     ]
+    fast = FastBody(bodies.BATCH)
+    assert fast.decode(msgpack.packb({"ops": ops})) == {"ops": ops}  # msgpack: the fast path
     reply = await api.call("POST", "/v1/batch", {"ops": ops}, token="bidder", fmt=fmt)
     assert reply.status == 200
     assert service.submits == [ops]
