@@ -38,6 +38,9 @@ class Instant:
     node_id = "n1"
     reservation_id = 0
 
+    def admit(self, ops):
+        pass  # never overloaded
+
     async def submit(self, ops):
         await asyncio.sleep(0)
         results = []
@@ -118,9 +121,14 @@ async def drive(port: int, kind: str, requests_per_client: int) -> int:
 
 
 def main() -> None:
+    usage = f"usage: bench_api.py {'|'.join(CLIENTS)} OPS (OPS a positive integer)"
+    if len(sys.argv) != 3 or sys.argv[1] not in CLIENTS or not sys.argv[2].isdigit():
+        print(usage, file=sys.stderr)
+        raise SystemExit(2)
     kind, ops = sys.argv[1], int(sys.argv[2])
-    if kind not in CLIENTS:
-        raise SystemExit(f"usage: bench_api.py {'|'.join(CLIENTS)} OPS")
+    if ops < 1:
+        print(usage, file=sys.stderr)
+        raise SystemExit(2)
     per_client = max(1, ops // CLIENTS[kind] // (1 if kind == "reserve" else BATCH_OPS))
     server = subprocess.Popen(
         [sys.executable, "-c", SERVER], stdout=subprocess.PIPE, cwd=Path(__file__).parent
