@@ -148,11 +148,52 @@ _OK_FIELDS: Final = {
 }
 
 
-def _render(names: tuple[str, ...], result: Result) -> Rendered:
-    """``names`` start with "code"; an ok result has one value per name."""
-    if result[0] != OK:
-        return _render_refusal(result)
-    return dict(zip(names, result, strict=True))
+Render = Callable[[Result], Rendered]
+
+
+def _renderer(fields: tuple[str, ...]) -> Render:
+    """What renders the results of an op whose ``ok`` result holds ``fields`` after its code: a
+    refusal as its code and detail, an ok result as one member per field (a result of another
+    length is a ValueError). Every node renders every op it applies: for the sizes the ops have,
+    a dict display, about a quarter of the cost of ``dict(zip(...))``."""
+    if len(fields) == 1:
+        [a] = fields
+
+        def render1(result: Result) -> Rendered:
+            if result[0] != OK:
+                return _render_refusal(result)
+            code, value_a = result
+            return {"code": code, a: value_a}
+
+        return render1
+    if len(fields) == 3:
+        a, b, c = fields
+
+        def render3(result: Result) -> Rendered:
+            if result[0] != OK:
+                return _render_refusal(result)
+            code, value_a, value_b, value_c = result
+            return {"code": code, a: value_a, b: value_b, c: value_c}
+
+        return render3
+    if len(fields) == 4:
+        a, b, c, d = fields
+
+        def render4(result: Result) -> Rendered:
+            if result[0] != OK:
+                return _render_refusal(result)
+            code, value_a, value_b, value_c, value_d = result
+            return {"code": code, a: value_a, b: value_b, c: value_c, d: value_d}
+
+        return render4
+    names = ("code", *fields)
+
+    def render(result: Result) -> Rendered:
+        if result[0] != OK:
+            return _render_refusal(result)
+        return dict(zip(names, result, strict=True))
+
+    return render
 
 
 _PUT_FIELDS: Final = frozenset(
@@ -230,7 +271,7 @@ class Ledger:
             "set_limits": self._set_limits,
         }
         self._handlers = {
-            name: (handler, ("code", *_OK_FIELDS[name])) for name, handler in handlers.items()
+            name: (handler, _renderer(_OK_FIELDS[name])) for name, handler in handlers.items()
         }
 
     # ------------------------------------------------------------------------------------------
@@ -272,14 +313,14 @@ class Ledger:
             if entry is None:
                 append(_render_refusal(_invalid(f"unknown op {name!r}")))
                 continue
-            handler, names = entry
+            handler, render = entry
             result = handler(op)
             if result[0] == "replay":
-                rendered = _render(names, result[1])
+                rendered = render(result[1])
                 rendered["replayed"] = True
                 append(rendered)
             else:
-                append(_render(names, result))
+                append(render(result))
         return results
 
     def _advance(self, timestamp_ms: int) -> None:
