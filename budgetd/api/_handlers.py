@@ -97,8 +97,12 @@ def render_op_result(op: dict[str, Any], result: dict[str, Any]) -> dict[str, An
         return refusal(result).body()
     name = op["op"]
     if name == "reserve":
-        body = render_reserved(result)
-    elif name == "commit":
+        # The hot op of a batch: the ledger's result (fresh, this request's alone) completed in
+        # place with what `render_reserved` adds, rather than copied twice.
+        result["pass_through_rate"] = _rate(result["pass_through_ppm"])
+        result["replayed"] = _replayed(result)
+        return result
+    if name == "commit":
         body = render_committed(op["reservation_id"], result)
     elif name == "release":
         body = render_released(op["reservation_id"], result)

@@ -10,6 +10,7 @@ import pytest
 
 from budgetd.api import _bodies as bodies
 from budgetd.api._fastbody import FastBody
+from budgetd.api._handlers import render_op_result, render_reserved
 
 pytestmark = pytest.mark.usefixtures("seeded")
 
@@ -372,3 +373,22 @@ async def test_json_and_msgpack_mix(api, reserve_body):
         headers={"Accept": "application/json;q=0.5, application/msgpack"},
     )
     assert (reply.status, reply.content_type) == (201, "application/msgpack")
+
+
+@pytest.mark.parametrize("replayed", [False, True])
+def test_a_batch_reserve_result_is_the_single_reserve_body_with_its_code(replayed):
+    """The batch completes the ledger's reserve result in place; it must read as the single-op
+    route's body with ``code: ok`` first."""
+    result = {
+        "code": "ok",
+        "reservation_id": 7,
+        "granted_micros": 1_500,
+        "expires_at_ms": 1_772_949_660_000,
+        "pass_through_ppm": 250_000,
+    }
+    if replayed:
+        result["replayed"] = True
+    expected = {"code": "ok", **render_reserved(dict(result))}
+    rendered = render_op_result({"op": "reserve"}, dict(result))
+    assert rendered == expected
+    assert rendered["replayed"] is replayed and rendered["pass_through_rate"] == 0.25
