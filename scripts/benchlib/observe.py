@@ -65,6 +65,8 @@ class LeaderCounters:
     batch_ops_count: float
     batch_ops_buckets: tuple[tuple[float, float], ...]
     journal_syncs: float
+    #: Seconds the leader spent in the journal's msync (the interpreter held throughout).
+    journal_sync_s: float = 0.0
     raft_term: float = 0.0
     dumps_written: float = 0.0
     #: Seconds the leader's collector held the interpreter, and its pause histogram (all
@@ -93,6 +95,7 @@ class LeaderCounters:
             batch_ops_count=samples.get("budgetd_proposer_batch_ops_count", 0.0),
             batch_ops_buckets=tuple(sorted(buckets)),
             journal_syncs=samples.get("budgetd_journal_sync_seconds_count", 0.0),
+            journal_sync_s=samples.get("budgetd_journal_sync_seconds_sum", 0.0),
             raft_term=samples.get("budgetd_raft_term", 0.0),
             dumps_written=samples.get("budgetd_snapshots_written_total", 0.0),
             gc_pause_s=gc_pause_s,
@@ -105,13 +108,17 @@ class LeaderCounters:
         ops = later.batch_ops_sum - self.batch_ops_sum
         cumulative = _bucket_deltas(self.batch_ops_buckets, later.batch_ops_buckets)
         gc_pauses = _bucket_deltas(self.gc_pause_buckets, later.gc_pause_buckets)
+        syncs = later.journal_syncs - self.journal_syncs
+        sync_s = later.journal_sync_s - self.journal_sync_s
         return {
             "raft_entries_per_s": (later.raft_commit_index - self.raft_commit_index) / seconds,
             "proposer_entries_per_s": entries / seconds,
             "proposer_ops_per_entry_mean": ops / entries if entries else None,
             "proposer_ops_per_entry_p50_le": _bucket_quantile(cumulative, 0.5),
             "proposer_ops_per_entry_p99_le": _bucket_quantile(cumulative, 0.99),
-            "journal_syncs_per_s": (later.journal_syncs - self.journal_syncs) / seconds,
+            "journal_syncs_per_s": syncs / seconds,
+            "journal_sync_ms_mean": 1000 * sync_s / syncs if syncs else None,
+            "journal_sync_s_per_s": sync_s / seconds,
             "term_changes": later.raft_term - self.raft_term,
             "dumps_written": later.dumps_written - self.dumps_written,
             "gc_pause_s_per_s": (later.gc_pause_s - self.gc_pause_s) / seconds,

@@ -395,11 +395,21 @@ def _read(path: str) -> str:
         return ""
 
 
-def _leader_scrape(*, term: int, dumps: int, pauses: dict[str, list[int]], pause_s: float) -> str:
+def _leader_scrape(
+    *,
+    term: int,
+    dumps: int,
+    pauses: dict[str, list[int]],
+    pause_s: float,
+    syncs: tuple[int, float] = (0, 0.0),
+) -> str:
     """A leader's /metrics text with the series LeaderCounters reads; ``pauses``: cumulative
-    bucket counts per generation over bounds 0.01, 0.1, +Inf."""
+    bucket counts per generation over bounds 0.01, 0.1, +Inf; ``syncs``: journal msyncs and
+    their seconds."""
     lines = [
         f'budgetd_raft_term{{node="n1"}} {term}',
+        f'budgetd_journal_sync_seconds_count{{node="n1"}} {syncs[0]}',
+        f'budgetd_journal_sync_seconds_sum{{node="n1"}} {syncs[1]}',
         f'budgetd_snapshots_written_total{{node="n1"}} {dumps}',
         "# TYPE budgetd_gc_pause_seconds histogram",
     ]
@@ -418,20 +428,36 @@ def _leader_scrape(*, term: int, dumps: int, pauses: dict[str, list[int]], pause
     return "\n".join(lines) + "\n"
 
 
-def test_a_window_reports_elections_dumps_and_collector_pauses_of_the_leader() -> None:
+def test_a_window_reports_elections_dumps_collector_pauses_and_msyncs_of_the_leader() -> None:
     before = LeaderCounters.of(
         parse_metrics(
-            _leader_scrape(term=2, dumps=1, pauses={"0": [5, 5, 5], "1": [1, 1, 1]}, pause_s=0.5)
+            _leader_scrape(
+                term=2,
+                dumps=1,
+                pauses={"0": [5, 5, 5], "1": [1, 1, 1]},
+                pause_s=0.5,
+                syncs=(100, 0.02),
+            )
         )
     )
     after = LeaderCounters.of(
         parse_metrics(
-            _leader_scrape(term=3, dumps=2, pauses={"0": [9, 10, 10], "1": [1, 1, 1]}, pause_s=1.0)
+            _leader_scrape(
+                term=3,
+                dumps=2,
+                pauses={"0": [9, 10, 10], "1": [1, 1, 1]},
+                pause_s=1.0,
+                syncs=(300, 0.12),
+            )
         )
     )
     delta = before.delta(after, 2.0)
+    assert delta["journal_syncs_per_s"] == 100
+    assert delta["journal_sync_ms_mean"] == pytest.approx(0.5)  # 0.1 s over 200 msyncs
+    assert delta["journal_sync_s_per_s"] == pytest.approx(0.05)
     assert delta["term_changes"] == 1
     assert delta["dumps_written"] == 1
     assert delta["gc_pause_s_per_s"] == pytest.approx(0.5)  # (1.0 - 0.5) x 2 generations / 2 s
     assert delta["gc_pause_max_le"] == 0.1  # 5 new pauses: 4 under 10 ms, 1 under 100 ms
     assert before.delta(before, 2.0)["gc_pause_max_le"] is None
+    assert before.delta(before, 2.0)["journal_sync_ms_mean"] is None
