@@ -291,7 +291,7 @@ class NodeCollector(Collector):
         g.families.append(
             _histogram(
                 "budgetd_journal_sync_seconds",
-                "Time of each msync of the Raft journal (before acks and commits).",
+                "Time of each sync of the Raft journal to disk (before acks and commits).",
                 node,
                 stats.sync_seconds,
             )

@@ -113,12 +113,20 @@ def test_contents_are_durable_at_fsync_of_the_file(lazy: LazyMount, sync: Any) -
 
 
 @needs_power_loss
-def test_a_shared_mmap_is_durable_at_msync(lazy: LazyMount) -> None:
+@pytest.mark.parametrize("how", ["msync", "fdatasync"])
+def test_a_shared_mmap_is_durable_at_msync_or_fdatasync_of_its_file(
+    lazy: LazyMount, how: str
+) -> None:
+    """The journal's writes go through a shared mapping; a node syncs them with fdatasync of the
+    file (budgetd.replication.durability.datasync), which must keep them as msync does."""
     path = durable_file(lazy, "journal", bytes(3 * mmap.PAGESIZE))
     file = path.open("r+b")
     mapped = mmap.mmap(file.fileno(), 0)
     mapped[0:6] = b"synced"
-    mapped.flush()  # msync(MS_SYNC)
+    if how == "msync":
+        mapped.flush()  # msync(MS_SYNC)
+    else:
+        os.fdatasync(file.fileno())
     mapped[mmap.PAGESIZE : mmap.PAGESIZE + 5] = b"dirty"
     mapped[2 * mmap.PAGESIZE : 2 * mmap.PAGESIZE + 5] = b"dirty"
     assert path.read_bytes()[mmap.PAGESIZE : mmap.PAGESIZE + 5] == b"dirty"

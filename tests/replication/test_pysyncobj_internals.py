@@ -42,10 +42,12 @@ from budgetd.replication import durability as durability_module
 from budgetd.replication.durability import (
     ELECTION_DEADLINE_ATTRIBUTE,
     JOURNAL_ATTRIBUTE,
+    JOURNAL_FILE_ATTRIBUTE,
     LAST_RESPONSE_ATTRIBUTE,
     MATCH_INDEX_ATTRIBUTE,
     META_STORER_ATTRIBUTE,
     NEXT_APPEND_ENTRIES_ATTRIBUTE,
+    OPEN_FILE_ATTRIBUTE,
     PYSYNCOBJ_VERSION,
     DurableJournal,
     DurableMetaStorer,
@@ -219,6 +221,12 @@ def test_the_journal_internals_are_where_durability_expects_them(tmp_path: Path)
         )
         assert "self.__journalFile.flush()" in inspect.getsource(FileJournal.flush)
         assert "self.__mm.flush()" in inspect.getsource(ResizableFile.flush)
+        # datasync: the journal's file is the mapped one, and is reopened when it grows.
+        mapped = getattr(journal, JOURNAL_FILE_ATTRIBUTE)
+        assert isinstance(mapped, ResizableFile)
+        assert getattr(mapped, OPEN_FILE_ATTRIBUTE).name == str(tmp_path / "j")
+        assert "mmap.mmap(self.__f.fileno(), 0)" in inspect.getsource(ResizableFile)
+        assert "self.__f = open(self.__fileName, 'r+b')" in inspect.getsource(ResizableFile)
         assert issubclass(FileJournal, Journal)
     finally:
         journal._destroy()
@@ -347,10 +355,12 @@ class Trace:
 
 @pytest.fixture
 def trace(monkeypatch: pytest.MonkeyPatch) -> Iterator[Trace]:
-    """Wrap FileJournal (appends, msyncs) and TCPTransport.send (what goes out)."""
+    """Wrap FileJournal (appends, msyncs), the journal's sync and TCPTransport.send (what goes
+    out)."""
     recorder = Trace()
     original_init, original_add = FileJournal.__init__, FileJournal.add
     original_flush, original_send = FileJournal.flush, TCPTransport.send
+    original_datasync = durability_module.datasync
     journals: list[FileJournal] = []  # keep them alive: ids must not be reused
 
     def owner_of(path: str) -> str:
@@ -369,6 +379,10 @@ def trace(monkeypatch: pytest.MonkeyPatch) -> Iterator[Trace]:
         original_flush(self)
         recorder.record("msync", recorder.journal_owner[id(self)], 0)
 
+    def datasync(journal: FileJournal) -> None:
+        original_datasync(journal)
+        recorder.record("msync", recorder.journal_owner[id(journal)], 0)
+
     def send(self: TCPTransport, node: Any, message: Any) -> bool:
         owner = recorder.address_owner.get(self._selfNode.address, self._selfNode.address)
         if isinstance(message, dict):
@@ -383,6 +397,7 @@ def trace(monkeypatch: pytest.MonkeyPatch) -> Iterator[Trace]:
     monkeypatch.setattr(FileJournal, "__init__", init)
     monkeypatch.setattr(FileJournal, "add", add)
     monkeypatch.setattr(FileJournal, "flush", flush)
+    monkeypatch.setattr(durability_module, "datasync", datasync)
     monkeypatch.setattr(TCPTransport, "send", send)
     yield recorder
 
