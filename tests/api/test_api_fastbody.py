@@ -11,20 +11,13 @@ import msgpack
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from test_api_schema_fast import VALID_RESERVE_OP
 
 from budgetd.api import _bodies as bodies
 from budgetd.api._fastbody import FastBody
 from budgetd.api._schema import AnyOf, Integer, Invalid, Object, Schema, String, Tagged
 
-RESERVE_OP = {
-    "op": "reserve",
-    "idempotency_key": "n3-batch-0-17",
-    "campaign_id": "hot:c42",
-    "amount_micros": 1000,
-    "min_amount_micros": 500,
-    "ttl_ms": 3_600_000,
-    "bidder_id": "bench-42",
-}
+RESERVE_OP = VALID_RESERVE_OP  # every field of a reserve op, each valid
 COMMIT_OP = {
     "op": "commit",
     "idempotency_key": "c-1",

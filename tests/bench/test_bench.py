@@ -428,29 +428,15 @@ def _leader_scrape(
     return "\n".join(lines) + "\n"
 
 
+def _counters(**scrape: Any) -> LeaderCounters:
+    return LeaderCounters.of(parse_metrics(_leader_scrape(**scrape)))
+
+
 def test_a_window_reports_elections_dumps_collector_pauses_and_msyncs_of_the_leader() -> None:
-    before = LeaderCounters.of(
-        parse_metrics(
-            _leader_scrape(
-                term=2,
-                dumps=1,
-                pauses={"0": [5, 5, 5], "1": [1, 1, 1]},
-                pause_s=0.5,
-                syncs=(100, 0.02),
-            )
-        )
-    )
-    after = LeaderCounters.of(
-        parse_metrics(
-            _leader_scrape(
-                term=3,
-                dumps=2,
-                pauses={"0": [9, 10, 10], "1": [1, 1, 1]},
-                pause_s=1.0,
-                syncs=(300, 0.12),
-            )
-        )
-    )
+    pauses_before = {"0": [5, 5, 5], "1": [1, 1, 1]}
+    before = _counters(term=2, dumps=1, pauses=pauses_before, pause_s=0.5, syncs=(100, 0.02))
+    pauses_after = {"0": [9, 10, 10], "1": [1, 1, 1]}
+    after = _counters(term=3, dumps=2, pauses=pauses_after, pause_s=1.0, syncs=(300, 0.12))
     delta = before.delta(after, 2.0)
     assert delta["journal_syncs_per_s"] == 100
     assert delta["journal_sync_ms_mean"] == pytest.approx(0.5)  # 0.1 s over 200 msyncs
