@@ -203,15 +203,18 @@ _COUNT_SYNCS = textwrap.dedent(
     from budgetd.replication import RaftNode
     from budgetd.settings import Member, NodeSettings
 
-    counts = {"fsync": 0, "msync": 0}
-    real_fsync, real_flush = os.fsync, ResizableFile.flush
+    counts = {"fsync": 0, "fdatasync": 0, "msync": 0}
+    real_fsync, real_fdatasync, real_flush = os.fsync, os.fdatasync, ResizableFile.flush
     def fsync(fd):
         counts["fsync"] += 1
         return real_fsync(fd)
+    def fdatasync(fd):
+        counts["fdatasync"] += 1
+        return real_fdatasync(fd)
     def flush(self):
         counts["msync"] += 1
         return real_flush(self)
-    os.fsync, ResizableFile.flush = fsync, flush
+    os.fsync, os.fdatasync, ResizableFile.flush = fsync, fdatasync, flush
 
     def port():
         with socket.socket() as s:
@@ -261,5 +264,5 @@ def test_ack_before_fsync_removes_every_sync_of_an_acknowledged_entry(tmp_path: 
     patched = count_syncs(tmp_path, "patched")
     print("\nSYNCS plain:", plain, "patched:", patched)
     assert plain["outcomes"] == patched["outcomes"] == ["ok"] * 5
-    assert plain["msync"] >= 5 and plain["fsync"] > 0
-    assert patched["msync"] == 0 and patched["fsync"] == 0
+    assert plain["fdatasync"] >= 5 and plain["fsync"] > 0
+    assert patched["fdatasync"] == patched["msync"] == patched["fsync"] == 0

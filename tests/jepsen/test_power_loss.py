@@ -451,7 +451,7 @@ def test_power_loss_catches_a_store_that_acknowledges_before_fsync(
     tmp_path: Path, canary: str
 ) -> None:
     """The same run, with every node a canary (jepsen_lite.canaries): budgetd whose journal
-    msync, meta and directory fsyncs do nothing (``ack-before-fsync``), so it acknowledges
+    syncs, meta and directory fsyncs do nothing (``ack-before-fsync``), so it acknowledges
     writes that are only in memory (the page cache, here lazyfs's memory); or whose directory
     fsyncs alone do nothing (``forgets-directory-fsync``), so the journal's contents are synced
     but its name never is. A kill -9
