@@ -121,14 +121,13 @@ async def drive(port: int, kind: str, requests_per_client: int) -> int:
 
 
 def main() -> None:
-    usage = f"usage: bench_api.py {'|'.join(CLIENTS)} OPS (OPS a positive integer)"
-    if len(sys.argv) != 3 or sys.argv[1] not in CLIENTS or not sys.argv[2].isdigit():
-        print(usage, file=sys.stderr)
+    args = sys.argv[1:]
+    if len(args) != 2 or args[0] not in CLIENTS or not args[1].isdigit() or int(args[1]) < 1:
+        print(
+            f"usage: bench_api.py {'|'.join(CLIENTS)} OPS (OPS a positive integer)", file=sys.stderr
+        )
         raise SystemExit(2)
-    kind, ops = sys.argv[1], int(sys.argv[2])
-    if ops < 1:
-        print(usage, file=sys.stderr)
-        raise SystemExit(2)
+    kind, ops = args[0], int(args[1])
     per_client = max(1, ops // CLIENTS[kind] // (1 if kind == "reserve" else BATCH_OPS))
     server = subprocess.Popen(
         [sys.executable, "-c", SERVER], stdout=subprocess.PIPE, cwd=Path(__file__).parent

@@ -164,7 +164,7 @@ def datasync(journal: FileJournal) -> None:
     range, as fdatasync does for the whole file (the mapping covers all of it), so this is as
     durable as ``FileJournal.flush``. The difference is the interpreter lock: ``mmap.flush``
     holds it through the msync, so every other thread of the node stopped for each sync (under
-    64 clients of single reserves, 16-26 % of the leader's time); ``os.fdatasync`` releases it.
+    64 clients of single reserves, 16-31 % of the leader's time); ``os.fdatasync`` releases it.
     The open file is looked up each time: ResizableFile reopens it when it grows the journal.
     """
     mapped = getattr(journal, JOURNAL_FILE_ATTRIBUTE)

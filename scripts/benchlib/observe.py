@@ -65,7 +65,7 @@ class LeaderCounters:
     batch_ops_count: float
     batch_ops_buckets: tuple[tuple[float, float], ...]
     journal_syncs: float
-    #: Seconds the leader spent in the journal's msync (the interpreter held throughout).
+    #: Seconds the leader spent syncing its journal (each ack and commit waits for a sync).
     journal_sync_s: float = 0.0
     raft_term: float = 0.0
     dumps_written: float = 0.0
