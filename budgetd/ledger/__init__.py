@@ -5,7 +5,14 @@ Stdlib only (plus tzdata's zone files); imports nothing else of budgetd. See `Le
 
 from budgetd.ledger import codes
 from budgetd.ledger.calendar import TZDATA_VERSION
-from budgetd.ledger.ledger import STATE_FORMAT, DayFigures, InvariantBroken, Ledger, SnapshotError
+from budgetd.ledger.ledger import (
+    STATE_FORMAT,
+    DayFigures,
+    InvariantBroken,
+    Ledger,
+    SnapshotError,
+    render_results,
+)
 from budgetd.ledger.limits import INT64_MAX, Limits
 
 __all__ = [
@@ -18,4 +25,5 @@ __all__ = [
     "Limits",
     "SnapshotError",
     "codes",
+    "render_results",
 ]

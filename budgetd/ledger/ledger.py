@@ -56,7 +56,14 @@ from budgetd.ledger.sortedids import SortedIds
 from budgetd.ledger.state import CLOSED, EXPIRED, OPEN, STATE_NAMES, Campaign, DayCounters
 from budgetd.ledger.state import Reservation as _Reservation
 
-__all__ = ["STATE_FORMAT", "DayFigures", "InvariantBroken", "Ledger", "SnapshotError"]
+__all__ = [
+    "STATE_FORMAT",
+    "DayFigures",
+    "InvariantBroken",
+    "Ledger",
+    "SnapshotError",
+    "render_results",
+]
 
 #: Version of the plain state layout produced by `Ledger.export_state`.
 STATE_FORMAT: Final = 1
@@ -154,8 +161,8 @@ Render = Callable[[Result], Rendered]
 def _renderer(fields: tuple[str, ...]) -> Render:
     """What renders the results of an op whose ``ok`` result holds ``fields`` after its code: a
     refusal as its code and detail, an ok result as one member per field (a result of another
-    length is a ValueError). Every node renders every op it applies: for the sizes the ops have,
-    a dict display, about a quarter of the cost of ``dict(zip(...))``."""
+    length is a ValueError). For the sizes the ops have, a dict display, about a quarter of the
+    cost of ``dict(zip(...))``."""
     if len(fields) == 1:
         [a] = fields
 
@@ -194,6 +201,33 @@ def _renderer(fields: tuple[str, ...]) -> Render:
         return dict(zip(names, result, strict=True))
 
     return render
+
+
+#: Each op's renderer, by op name.
+_RENDERERS: Final = {name: _renderer(fields) for name, fields in _OK_FIELDS.items()}
+
+
+def render_results(ops: object, results: list[Result]) -> list[Rendered]:
+    """The results `Ledger.apply_unrendered` returned for ``ops``, rendered: each a dict with
+    its ``code`` and either the op's fields (``ok``) or a ``detail``; an answer from an
+    idempotency key also has ``replayed: true``. Reads no ledger state."""
+    if type(ops) is not list or len(ops) != len(results):  # the batch itself was refused
+        return [_render_refusal(result) for result in results]
+    rendered: list[Rendered] = []
+    append = rendered.append
+    renderers = _RENDERERS
+    for op, result in zip(ops, results, strict=True):
+        name = op.get("op") if type(op) is dict else None
+        render = renderers.get(name) if type(name) is str else None
+        if render is None:
+            append(_render_refusal(result))
+        elif result[0] == "replay":
+            body = render(result[1])
+            body["replayed"] = True
+            append(body)
+        else:
+            append(render(result))
+    return rendered
 
 
 _PUT_FIELDS: Final = frozenset(
@@ -270,9 +304,7 @@ class Ledger:
             "pulse": self._pulse,
             "set_limits": self._set_limits,
         }
-        self._handlers = {
-            name: (handler, _renderer(_OK_FIELDS[name])) for name, handler in handlers.items()
-        }
+        self._handlers = handlers
 
     # ------------------------------------------------------------------------------------------
     # Commands
@@ -283,44 +315,44 @@ class Ledger:
         return self._now_ms
 
     def apply_batch(self, timestamp_ms: object, ops: object) -> list[Rendered]:
-        """Apply ``ops`` in order at ``timestamp_ms``; one result per op, in order.
+        """Apply ``ops`` in order at ``timestamp_ms``; one rendered result per op, in order
+        (`apply_unrendered`, then `render_results`).
 
         Time first moves to ``max(timestamp_ms, now_ms)``: reservations whose time is up expire and
         days that ended roll over, before any op is judged.
         """
+        return render_results(ops, self.apply_unrendered(timestamp_ms, ops))
+
+    def apply_unrendered(self, timestamp_ms: object, ops: object) -> list[Result]:
+        """`apply_batch` without the rendering: each op's result as a tuple, its code first, or
+        ``("replay", result)`` for an answer from its idempotency key. Only the node that
+        proposed an entry has anybody to answer; the others skip `render_results`."""
         if type(ops) is not list:
-            return [_render_refusal(_invalid("a batch is a list of operations"))]
+            return [_invalid("a batch is a list of operations")]
         if len(ops) > self.limits.batch_ops_max:
             detail = f"a batch holds at most {self.limits.batch_ops_max} operations, got {len(ops)}"
-            return [_render_refusal((LIMIT_REACHED, detail))] * len(ops)
+            return [(LIMIT_REACHED, detail)] * len(ops)
         if not _is_int(timestamp_ms, 0, TIMESTAMP_MS_MAX):
             detail = (
                 f"the batch timestamp must be an integer of Unix milliseconds from 0 to "
                 f"{TIMESTAMP_MS_MAX}"
             )
-            return [_render_refusal(_invalid(detail))] * len(ops)
+            return [_invalid(detail)] * len(ops)
         assert type(timestamp_ms) is int
         self._advance(timestamp_ms)
         handlers = self._handlers
-        results: list[Rendered] = []
+        results: list[Result] = []
         append = results.append
         for op in ops:
             if type(op) is not dict:
-                append(_render_refusal(_invalid("an operation must be a map")))
+                append(_invalid("an operation must be a map"))
                 continue
             name = op.get("op")
-            entry = handlers.get(name) if type(name) is str else None
-            if entry is None:
-                append(_render_refusal(_invalid(f"unknown op {name!r}")))
+            handler = handlers.get(name) if type(name) is str else None
+            if handler is None:
+                append(_invalid(f"unknown op {name!r}"))
                 continue
-            handler, render = entry
-            result = handler(op)
-            if result[0] == "replay":
-                rendered = render(result[1])
-                rendered["replayed"] = True
-                append(rendered)
-            else:
-                append(render(result))
+            append(handler(op))
         return results
 
     def _advance(self, timestamp_ms: int) -> None:

@@ -41,7 +41,7 @@ from pysyncobj.node import TCPNode
 from budgetd import gctune
 from budgetd.codec import CodecError, decode_batch, decode_snapshot
 from budgetd.distribution import Distribution, DistributionSnapshot
-from budgetd.ledger import InvariantBroken, Ledger, codes
+from budgetd.ledger import InvariantBroken, Ledger, codes, render_results
 from budgetd.replication.config import build_conf, data_files, entry_bytes_max
 from budgetd.replication.durability import (
     LAST_RESPONSE_ATTRIBUTE,
@@ -166,16 +166,17 @@ class _Replica(DurableSyncObj):
         self_address: str,
         partners: list[str],
         conf: Any,
-        apply: Callable[[tuple[Any, ...], dict[str, Any]], list[dict[str, Any]]],
+        apply: Callable[[tuple[Any, ...], dict[str, Any]], Any],
         on_sync: Callable[[float], None] | None = None,
     ) -> None:
         self._budgetd_apply = apply
         super().__init__(self_address, partners, conf, on_sync=on_sync)
 
     @replicated
-    def apply_entry(self, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
-        """Apply one log entry: an encoded batch (budgetd.codec). Tolerates any arguments: an
-        exception here would make pysyncobj apply the entry again forever."""
+    def apply_entry(self, *args: Any, **kwargs: Any) -> Any:
+        """Apply one log entry: an encoded batch (budgetd.codec); the result goes to the
+        proposer's callback only. Tolerates any arguments: an exception here would make
+        pysyncobj apply the entry again forever."""
         return self._budgetd_apply(args, kwargs)
 
 
@@ -274,6 +275,16 @@ def _wait_digest(pid: int, read_fd: int) -> str | None:
 def _refusal(detail: str) -> list[dict[str, Any]]:
     """The result of a log entry that is not a batch: one refusal, whatever the batch held."""
     return [{"code": codes.INVALID_REQUEST, "detail": detail}]
+
+
+@dataclass(frozen=True, slots=True)
+class _Applied:
+    """What applying an entry returns to pysyncobj: the ledger's unrendered results. pysyncobj
+    hands it only to the callback of the node that proposed the entry, which renders it
+    (`_on_raft_result`); every other node skips the rendering, about a sixth of its apply."""
+
+    ops: Any
+    results: list[Any]
 
 
 class RaftNode:
@@ -447,7 +458,9 @@ class RaftNode:
     # ------------------------------------------------------------------------------------------
     # The replicated apply (tick thread)
 
-    def _apply(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[dict[str, Any]]:
+    def _apply(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> _Applied | list[dict[str, Any]]:
         try:
             replica = self._replica
             index = replica.raftLastApplied + 1 if replica is not None else self._ledger_index + 1
@@ -463,7 +476,7 @@ class RaftNode:
                 return _refusal(f"the log entry is not a budgetd batch: {error}")
             started_s = time.perf_counter()
             with self._lock:
-                results = self._ledger.apply_batch(timestamp_ms, ops)
+                results = self._ledger.apply_unrendered(timestamp_ms, ops)
                 self._ledger_index = index
             self._last_apply_s = time.perf_counter() - started_s
             if self.observe_time is not None:
@@ -471,11 +484,11 @@ class RaftNode:
             self._entries_applied += 1
             if isinstance(ops, list) and len(ops) == len(results):
                 for op, result in zip(ops, results, strict=True):
-                    if isinstance(op, dict) and "replayed" in result:  # answered from its key
+                    if result[0] == "replay" and isinstance(op, dict):  # answered from its key
                         kind = op.get("op")
                         if kind in self._replayed_ops:
                             self._replayed_ops[kind] += 1
-            return results
+            return _Applied(ops, results)
         except InvariantBroken:
             _stop_node("a ledger invariant is broken")
         except BaseException:
@@ -589,8 +602,11 @@ class RaftNode:
 
     def _on_raft_result(self, token: int, result: Any, fail_reason: Any) -> None:
         outcome, reason = outcome_of(fail_reason)
-        results = result if outcome is Outcome.OK else None
-        self._finish(token, outcome, results, reason)
+        if outcome is not Outcome.OK:
+            result = None
+        elif type(result) is _Applied:  # right after the apply, on the tick thread
+            result = render_results(result.ops, result.results)
+        self._finish(token, outcome, result, reason)
 
     def _finish(
         self, token: int, outcome: Outcome, results: list[dict[str, Any]] | None, reason: str

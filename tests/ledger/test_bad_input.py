@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from budgetd.ledger import INT64_MAX, Ledger, Limits, codes
+from budgetd.ledger import INT64_MAX, Ledger, Limits, codes, render_results
 
 T0_MS = int(datetime(2026, 6, 1, 12, tzinfo=UTC).timestamp()) * 1000
 DAY_MS = 86_400_000
@@ -695,6 +695,9 @@ def test_garbage_gets_a_code_for_every_op_and_refusals_write_nothing(
 ) -> None:
     ledger = _fixture()
     results = ledger.apply_batch(timestamp, copy.deepcopy(ops))
+    # A node applies unrendered and renders only for the proposer: the same answers.
+    twin_ops = copy.deepcopy(ops)
+    assert render_results(twin_ops, _fixture().apply_unrendered(timestamp, twin_ops)) == results
     if type(ops) is not list:
         assert [r["code"] for r in results] == [codes.INVALID_REQUEST]
         return

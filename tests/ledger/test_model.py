@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from budgetd.ledger import Ledger, Limits
+from budgetd.ledger import Ledger, Limits, render_results
 
 
 def _load_reference() -> Any:  # by path: works whether or not tests/ is a package
@@ -141,7 +141,9 @@ class LedgerModel(RuleBasedStateMachine):
 
     def _apply(self, timestamp_ms: int, ops: list[dict[str, Any]]) -> list[dict[str, Any]]:
         results = self.ledger.apply_batch(timestamp_ms, ops)
-        assert self.replica.apply_batch(timestamp_ms, ops) == results, "replica decided otherwise"
+        # The replica applies as a node does: unrendered, rendered after (by the proposer only).
+        unrendered = self.replica.apply_unrendered(timestamp_ms, ops)
+        assert render_results(ops, unrendered) == results, "replica decided otherwise"
         self.max_timestamp_ms = max(self.max_timestamp_ms, timestamp_ms)
         return results
 

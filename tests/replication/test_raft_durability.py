@@ -251,7 +251,7 @@ def test_an_error_in_the_apply_path_stops_the_node(tmp_path: Path, error: str) -
         def broken(self, timestamp_ms, ops):
             raise {error}
 
-        Ledger.apply_batch = broken
+        Ledger.apply_unrendered = broken
         node = RaftNode(node_settings(Path({str(tmp_path)!r}), make_members(1), "n1", secret=False))
         node.start()
         wait_for(node.is_leader, "leadership")
