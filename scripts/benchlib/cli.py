@@ -586,11 +586,11 @@ class Bench:
         # Both edges read in the same order (CPU, clock, /metrics), so the deltas span the same
         # interval up to the difference between two scrapes.
         time.sleep(max(0.0, start_at - time.monotonic()))
-        cpu_0 = {name: observe.cpu_seconds(pid) for name, pid in all_pids.items()}
+        use_0 = {name: observe.usage(pid) for name, pid in all_pids.items()}
         t0 = time.monotonic()
         counters_0 = self._counters(target) if budgetd else None
         time.sleep(max(0.0, end_at - time.monotonic()))
-        cpu_1 = {name: observe.cpu_seconds(pid) for name, pid in all_pids.items()}
+        use_1 = {name: observe.usage(pid) for name, pid in all_pids.items()}
         t1 = time.monotonic()
         counters_1 = self._counters(target) if budgetd else None
         answers = []
@@ -606,12 +606,24 @@ class Bench:
         money_after = _money(target["url"], token, campaign_set) if budgetd else None
         merged = report.merge(answers, self.plan.duration_s)
         seconds = t1 - t0
-        cpu = {
-            name: (cpu_1[name] - before) / seconds  # type: ignore[operator]
-            for name, before in cpu_0.items()
-            if before is not None and cpu_1.get(name) is not None
+        spans = {
+            name: (before, after)
+            for name, before in use_0.items()
+            if before is not None and (after := use_1.get(name)) is not None
         }
+        cpu = {name: (b.cpu_s - a.cpu_s) / seconds for name, (a, b) in spans.items()}
         merged["cpu_s_per_s"] = {k: v for k, v in cpu.items() if not k.startswith(_IDLE)}
+        # The kernel's part of each node's CPU, and the minor faults behind much of it.
+        merged["system_s_per_s"] = {
+            name: (b.system_s - a.system_s) / seconds
+            for name, (a, b) in spans.items()
+            if name in pids
+        }
+        merged["minor_faults_per_s"] = {
+            name: (b.minor_faults - a.minor_faults) / seconds
+            for name, (a, b) in spans.items()
+            if name in pids
+        }
         if idle_pids:
             merged["idle_cpu_s_per_s"] = {
                 k.removeprefix(_IDLE): v for k, v in cpu.items() if k.startswith(_IDLE)

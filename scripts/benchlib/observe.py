@@ -13,21 +13,39 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-__all__ = ["LeaderCounters", "cpu_seconds", "machine", "parse_metrics", "rss_bytes"]
+__all__ = ["LeaderCounters", "Usage", "machine", "parse_metrics", "rss_bytes", "usage"]
 
 _CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds of ``pid`` and its reaped children (a node's snapshot writer);
-    None when the process is gone."""
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """What a process (with its reaped children: a node's snapshot writer) has used so far."""
+
+    user_s: float
+    system_s: float
+    #: Page faults served without I/O: mostly a fresh page, zeroed by the kernel, as memory grows.
+    minor_faults: int
+
+    @property
+    def cpu_s(self) -> float:
+        return self.user_s + self.system_s
+
+
+def usage(pid: int) -> Usage | None:
+    """CPU seconds and minor faults of ``pid`` so far; None when the process is gone."""
     try:
         with open(f"/proc/{pid}/stat") as stat:
             fields = stat.read().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    # after the command: state(0) ... utime(11) stime(12) cutime(13) cstime(14)
-    return sum(int(fields[index]) for index in (11, 12, 13, 14)) / _CLOCK_TICKS_PER_S
+    # after the command: state(0) ... minflt(7) cminflt(8) ... utime(11) stime(12) cutime(13)
+    # cstime(14)
+    return Usage(
+        user_s=(int(fields[11]) + int(fields[13])) / _CLOCK_TICKS_PER_S,
+        system_s=(int(fields[12]) + int(fields[14])) / _CLOCK_TICKS_PER_S,
+        minor_faults=int(fields[7]) + int(fields[8]),
+    )
 
 
 def rss_bytes(pid: int) -> int | None:

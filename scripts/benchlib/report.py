@@ -148,6 +148,11 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         name: _median([run["cpu_s_per_s"].get(name) for run in runs])
         for name in runs[0]["cpu_s_per_s"]
     }
+    for key in ("system_s_per_s", "minor_faults_per_s"):
+        if all(key in run for run in runs):
+            point[key] = {
+                name: _median([run[key].get(name) for run in runs]) for name in runs[0][key]
+            }
     point["rss_bytes"] = runs[-1]["rss_bytes"]
     idle = [run["idle_cpu_s_per_s"] for run in runs if "idle_cpu_s_per_s" in run]
     if idle:
@@ -187,6 +192,16 @@ def _node_cpu(point: dict[str, Any]) -> str:
     return " / ".join(
         _fmt(value, 2)
         for name, value in sorted(point["cpu_s_per_s"].items())
+        if not name.startswith("loadgen")
+    )
+
+
+def _node_kernel(point: dict[str, Any]) -> str:
+    """Each node's system CPU as a share of its CPU ("-" for a point measured without it)."""
+    system = point.get("system_s_per_s") or {}
+    return " / ".join(
+        f"{system[name] / cpu:.0%}" if cpu and system.get(name) is not None else "-"
+        for name, cpu in sorted(point["cpu_s_per_s"].items())
         if not name.startswith("loadgen")
     )
 
@@ -333,15 +348,16 @@ def _sweep_lines(nodes: str, sweep: dict[str, Any], o: dict[str, Any]) -> list[s
         "ops/s counts reserve/commit/release ops (batch: the ops inside the requests; wallet: "
         "bids). Latency is per request (wallet: per try_hold + win/loss). ops/entry: proposer ops "
         "per log entry (mean), entries/s: Raft entries per second, both from the leader's "
-        "/metrics. CPU: CPU seconds per second of each node; RSS after the point.",
+        "/metrics. CPU: CPU seconds per second of each node; kernel: the system part of that "
+        "CPU (page faults of growing memory, syncs, sockets); RSS after the point.",
         "",
         *_table(
             [
                 "workload", "campaigns", "conc.", "ops/s", "p50 ms", "p95 ms", "p99 ms", "max ms",
                 "refused", "errors", "ops/entry", "entries/s", "CPU s/s per node",
-                "RSS MiB per node", "conservation",
+                "kernel per node", "RSS MiB per node", "conservation",
             ],
-            "llrrrrrrrrrrlll",
+            "llrrrrrrrrrrllll",
         ),
     ]  # fmt: skip
     for p in sweep["points"]:
@@ -352,8 +368,8 @@ def _sweep_lines(nodes: str, sweep: dict[str, Any], o: dict[str, Any]) -> list[s
                 _fmt(p["p50_ms"], 2), _fmt(p["p95_ms"], 2), _fmt(p["p99_ms"], 2),
                 _fmt(p["max_ms"], 1), sum(p["refused"].values()), sum(p["errors"].values()),
                 _fmt(leader.get("proposer_ops_per_entry_mean"), 1),
-                _fmt(leader.get("raft_entries_per_s"), 0), _node_cpu(p), _node_rss(p),
-                verdict(p.get("conservation_holds")),
+                _fmt(leader.get("raft_entries_per_s"), 0), _node_cpu(p), _node_kernel(p),
+                _node_rss(p), verdict(p.get("conservation_holds")),
             )
         )  # fmt: skip
     wallet_points = [p for p in sweep["points"] if "wallet" in p]

@@ -76,6 +76,13 @@ def test_quick_run_writes_every_figure_and_conserves_money(tmp_path: Path) -> No
         for key in ("ops_per_s", "p50_ms", "p95_ms", "p99_ms", "max_ms"):
             assert point[key] is not None
         assert set(point["cpu_s_per_s"]) >= {"n1", "n2", "n3"}
+        assert (
+            set(point["system_s_per_s"]) == set(point["minor_faults_per_s"]) == {"n1", "n2", "n3"}
+        )
+        assert all(
+            0 <= value <= point["cpu_s_per_s"][n] for n, value in point["system_s_per_s"].items()
+        )
+        assert all(value >= 0 for value in point["minor_faults_per_s"].values())
         assert all(rss and rss > 0 for rss in point["rss_bytes"].values())
     mix = points[1]
     assert {"reserve", "commit", "release"} >= set(mix["ops"]) >= {"reserve"}
@@ -92,6 +99,7 @@ def test_quick_run_writes_every_figure_and_conserves_money(tmp_path: Path) -> No
     markdown = json_path.with_suffix(".md").read_text()
     assert "## budgetd, 3 nodes" in markdown
     assert "| mix | hot | 4 |" in markdown
+    assert "kernel per node" in markdown
     assert "round trips / 1,000 bids" in markdown
     assert "BROKEN" not in markdown
 
