@@ -605,7 +605,10 @@ class RaftNode:
         if outcome is not Outcome.OK:
             result = None
         elif type(result) is _Applied:  # right after the apply, on the tick thread
-            result = render_results(result.ops, result.results)
+            try:
+                result = render_results(result.ops, result.results)
+            except BaseException:  # raising into pysyncobj would make it apply the entry again
+                _stop_node("unexpected error while rendering the results of a log entry")
         self._finish(token, outcome, result, reason)
 
     def _finish(

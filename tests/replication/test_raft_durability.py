@@ -236,22 +236,30 @@ def test_a_proposal_nobody_answers_ends_unknown_once_and_close_ends_the_rest(
 
 
 @pytest.mark.parametrize(
-    "error", ["InvariantBroken('spent + held > cap')", "RuntimeError('a bug in the ledger')"]
+    ("broken_part", "error"),
+    [
+        ("Ledger.apply_unrendered", "InvariantBroken('spent + held > cap')"),
+        ("Ledger.apply_unrendered", "RuntimeError('a bug in the ledger')"),
+        ("budgetd.replication.node.render_results", "RuntimeError('a bug in rendering')"),
+    ],
 )
-def test_an_error_in_the_apply_path_stops_the_node(tmp_path: Path, error: str) -> None:
+def test_an_error_in_the_apply_path_stops_the_node(
+    tmp_path: Path, broken_part: str, error: str
+) -> None:
     script = textwrap.dedent(
         f"""
         import sys, threading
         sys.path.insert(0, {str(HERE)!r})
         from pathlib import Path
         from raft_helpers import campaign_batch, make_members, node_settings, wait_for
+        import budgetd.replication.node
         from budgetd.ledger import InvariantBroken, Ledger
         from budgetd.replication import RaftNode
 
-        def broken(self, timestamp_ms, ops):
+        def broken(*args):
             raise {error}
 
-        Ledger.apply_unrendered = broken
+        {broken_part} = broken
         node = RaftNode(node_settings(Path({str(tmp_path)!r}), make_members(1), "n1", secret=False))
         node.start()
         wait_for(node.is_leader, "leadership")
