@@ -1240,7 +1240,7 @@ class Ledger:
     def check_invariants(self) -> None:
         """Recompute every derived counter and check I1 at every level; raise InvariantBroken.
 
-        O(size of the state): for tests, and for a node's periodic self-check.
+        O(size of the state): for tests and benchmarks; a running node does not call it.
         """
         held_by_day: dict[int, int] = {}
         held_by_campaign: dict[str, int] = {}
