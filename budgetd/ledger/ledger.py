@@ -211,7 +211,7 @@ def render_results(ops: object, results: list[Result]) -> list[Rendered]:
     """The results `Ledger.apply_unrendered` returned for ``ops``, rendered: each a dict with
     its ``code`` and either the op's fields (``ok``) or a ``detail``; an answer from an
     idempotency key also has ``replayed: true``. Reads no ledger state."""
-    if type(ops) is not list or len(ops) != len(results):  # the batch itself was refused
+    if type(ops) is not list:  # the batch itself was refused: one result
         return [_render_refusal(result) for result in results]
     rendered: list[Rendered] = []
     append = rendered.append
